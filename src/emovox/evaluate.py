@@ -1,0 +1,143 @@
+"""Metrics (UA, WA, macro-F1, confusion matrix), cross-validation summaries and reports."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from emovox.cache import atomic_write
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Classification scores. UA = unweighted average recall; WA = accuracy."""
+
+    ua: float
+    wa: float
+    macro_f1: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def scores(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> Scores:
+    """UA, WA and macro-F1 over the classes present in ``y_true``.
+
+    Examples
+    --------
+    >>> scores([0, 0, 1, 1], [0, 1, 1, 1], 2).ua
+    0.75
+    """
+    labels = np.arange(n_classes)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    present = np.unique(y_true)
+    with warnings.catch_warnings():  # a fold may predict a class its speakers lack
+        warnings.simplefilter("ignore", UserWarning)
+        ua = float(balanced_accuracy_score(y_true, y_pred))
+    return Scores(
+        ua=ua,
+        wa=float(accuracy_score(y_true, y_pred)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=labels[np.isin(labels, present)], average="macro",
+                                zero_division=0)),
+        n=len(y_true),
+    )
+
+
+def summarise(y_true: np.ndarray, y_pred: np.ndarray, folds: list[dict], labels: list[str], *,
+              name: str, speaker_independent: bool, extra: dict | None = None) -> dict:
+    """The ``metrics.json`` document of a cross-validation run.
+
+    Top-level ``ua``/``wa``/``macro_f1`` are computed over all pooled test predictions;
+    ``mean``/``std`` summarise the per-fold values.
+    """
+    pooled = scores(y_true, y_pred, len(labels))
+    per_fold = {k: [f[k] for f in folds] for k in ("ua", "wa", "macro_f1")}
+    p, r, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(len(labels)),
+                                                        zero_division=0)
+    return {
+        "name": name,
+        "speaker_independent": speaker_independent,
+        "labels": labels,
+        "ua": pooled.ua,
+        "wa": pooled.wa,
+        "macro_f1": pooled.macro_f1,
+        "mean": {k: float(np.mean(v)) for k, v in per_fold.items()},
+        "std": {k: float(np.std(v)) for k, v in per_fold.items()},
+        "per_class": {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i]),
+                            "support": int(support[i])} for i, lab in enumerate(labels)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=np.arange(len(labels))).tolist(),
+        "folds": folds,
+        **(extra or {}),
+    }
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: list[str], path: Path, *, title: str) -> None:
+    """Save a row-normalised confusion matrix (recall per true class) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=float)
+    norm = m / np.maximum(1, m.sum(axis=1, keepdims=True))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.8 + 0.7 * len(labels)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def report_markdown(metrics: dict, *, baseline: dict | None = None, image: str | None = None) -> str:
+    """A Markdown report: headline, per-class table, per-fold table, mean ± std, baseline."""
+    split = "speaker-independent (folds grouped by speaker)" if metrics["speaker_independent"] else \
+        "**random utterance split: speakers are mixed between train and test; not speaker-independent**"
+    lines = [f"# {metrics['name']}", "", f"Split: {split}.", ""]
+    lines += _headline(metrics, baseline)
+    lines += ["", "## Per class (pooled test predictions)", "", "| class | precision | recall | F1 | n |",
+              "|---|---|---|---|---|"]
+    for lab, c in metrics["per_class"].items():
+        lines.append(f"| {lab} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+    lines += ["", "## Per fold", "", "| fold | test speakers | n | UA | WA | macro-F1 |" +
+              (" baseline UA |" if baseline else ""), "|---|---|---|---|---|---|" + ("---|" if baseline else "")]
+    for i, f in enumerate(metrics["folds"]):
+        row = f"| {f['fold']} | {', '.join(f['test_speakers']) or '(mixed)'} | {f['n']} | {f['ua']:.3f} | " \
+              f"{f['wa']:.3f} | {f['macro_f1']:.3f} |"
+        if baseline:
+            row += f" {baseline['folds'][i]['ua']:.3f} |"
+        lines.append(row)
+    m, s = metrics["mean"], metrics["std"]
+    lines += ["", f"Mean ± std over folds: UA {m['ua']:.3f} ± {s['ua']:.3f}, WA {m['wa']:.3f} ± {s['wa']:.3f}, "
+              f"macro-F1 {m['macro_f1']:.3f} ± {s['macro_f1']:.3f}."]
+    if image:
+        lines += ["", f"![confusion matrix]({image})"]
+    return "\n".join(lines) + "\n"
+
+
+def _headline(metrics: dict, baseline: dict | None) -> list[str]:
+    rows = [("model", metrics)] + ([("baseline", baseline)] if baseline else [])
+    out = ["| system | UA | WA | macro-F1 |", "|---|---|---|---|"]
+    for tag, m in rows:
+        out.append(f"| {m['name']} ({tag}) | {m['ua']:.3f} | {m['wa']:.3f} | {m['macro_f1']:.3f} |")
+    return out

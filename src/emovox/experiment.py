@@ -1,0 +1,274 @@
+"""Experiments: a corpus -> features -> (cross-validated | single) training -> run dir.
+
+A run dir holds ``config.json``, ``train.log``, ``metrics.json`` and, for a trained
+model, ``model.pt`` (self-describing; all the :class:`~emovox.predict.Predictor` needs);
+for cross-validation also ``report.md`` and ``confusion_matrix.png``. Cross-validation
+stores each finished fold under ``folds/`` so an interrupted run resumes at the next fold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emovox import __version__, baseline, models
+from emovox import labels as labelmod
+from emovox.cache import atomic_write, extract_files
+from emovox.config import to_dict
+from emovox.corpora import Utterance, load_corpus
+from emovox.errors import ConfigError, CorpusError
+from emovox.evaluate import plot_confusion, report_markdown, scores, summarise
+from emovox.features import FeatureConfig
+from emovox.predict import score_features
+from emovox.splits import make_folds, validation_split
+from emovox.train import TrainConfig, fit
+
+log = logging.getLogger("emovox")
+DEFAULT_CACHE = Path.home() / ".cache" / "emovox"
+
+
+@dataclass
+class Dataset:
+    """A manifest with its features and integer labels; skipped files are listed."""
+
+    utterances: list[Utterance]
+    features: list[np.ndarray]
+    y: np.ndarray
+    labels: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def speakers(self) -> list[str | None]:
+        return [u.speaker for u in self.utterances]
+
+
+def load_dataset(data: str | Path, *, corpus: str = "auto", features: FeatureConfig | None = None,
+                 classes: tuple[str, ...] | None = None, merge: dict | None = None,
+                 cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1, strict: bool = False,
+                 progress: bool = True) -> Dataset:
+    """Read a corpus, keep/merge classes, extract (cached) features, drop unreadable files."""
+    fcfg = features or FeatureConfig()
+    manifest = load_corpus(data, corpus=corpus)
+    mapped = labelmod.apply_label_map([u.label for u in manifest], keep=classes, merge=merge)
+    manifest = [_relabel(u, lab) for u, lab in zip(manifest, mapped, strict=True) if lab is not None]
+    if not manifest:
+        raise CorpusError(f"no files left after keeping classes {classes}", path=data)
+    ext = extract_files([u.path for u in manifest], fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
+                        progress=progress)
+    if ext.skipped:
+        log.warning("skipped %d unreadable or silent file(s):\n  %s", len(ext.skipped),
+                    "\n  ".join(ext.skipped.values()))
+    kept = [u for u in manifest if u.path in ext.features]
+    names = labelmod.ordered(u.label for u in kept)
+    if len(names) < 2:
+        raise CorpusError("need at least two classes with readable audio", path=data)
+    y = np.array([names.index(u.label) for u in kept], dtype=np.int64)
+    return Dataset(kept, [ext.features[u.path] for u in kept], y, names, ext.skipped)
+
+
+def _relabel(u: Utterance, label: str) -> Utterance:
+    return u if u.label == label else Utterance(u.path, label, u.speaker, u.corpus, u.meta)
+
+
+def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
+              progress: bool = True) -> dict:
+    """Train one model on all speakers (some held out for early stopping); write a run dir."""
+    out = _open_run(out)
+    idx = np.arange(len(ds.y))
+    fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
+    result = fit(ds.features, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
+                 cfg=train, checkpoint_dir=out, progress=progress)
+    spec = model_spec(ds, features, train)
+    models.save(out / "model.pt", result.model, spec=spec)
+    probs = score_features(result.model, [ds.features[i] for i in val_idx], features.clip_frames)
+    val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
+    metrics = {"name": _name(train, ds), "validation": val, "best_epoch": result.best_epoch,
+               "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "history": result.history,
+               "n_train": len(fit_idx), "skipped": ds.skipped}
+    _write_json(out / "metrics.json", metrics)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    return metrics
+
+
+def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig) -> dict:
+    """What a checkpoint needs to rebuild and use the model without the training code."""
+    return {
+        "model": train.model,
+        "model_kwargs": {"n_features": features.n_features, "n_frames": features.clip_frames,
+                         "n_classes": len(ds.labels), **train.model_kwargs},
+        "labels": ds.labels,
+        "feature_config": to_dict(features),
+        "train_config": to_dict(train),
+        "corpora": sorted({u.corpus for u in ds.utterances}),
+    }
+
+
+def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
+                   folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = DEFAULT_CACHE,
+                   jobs: int = 1, progress: bool = True) -> dict:
+    """Speaker-grouped cross-validation of one model (and optionally the eGeMAPS+SVM baseline).
+
+    Writes ``metrics.json`` (``ua``, ``wa``, ``macro_f1``, ``folds``), ``report.md`` and
+    ``confusion_matrix.png`` into ``out``; finished folds are reused on a rerun.
+    """
+    out = _open_run(out)
+    splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed)
+    independent = all(f.speaker_independent for f in splits)
+    y_pred = np.zeros_like(ds.y)
+    fold_rows = []
+    for fold in splits:
+        row, pred = _run_fold(ds, fold, out / "folds" / f"{fold.index}", features, train, independent, progress)
+        y_pred[fold.test] = pred
+        fold_rows.append(row)
+    name = _name(train, ds) + ("" if independent else " [random-utterance split]")
+    metrics = summarise(ds.y, y_pred, fold_rows, ds.labels, name=name, speaker_independent=independent,
+                        extra={"n_folds": len(splits), "skipped": ds.skipped, "emovox_version": __version__})
+    if with_baseline:
+        metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
+                                           seed=train.seed, independent=independent)
+    _write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics["confusion_matrix"], ds.labels, out / "confusion_matrix.png", title=name)
+    report = report_markdown(metrics, baseline=metrics.get("baseline"), image="confusion_matrix.png")
+    atomic_write(out / "report.md", lambda p: p.write_text(report))
+    return metrics
+
+
+def _run_fold(ds, fold, fold_dir: Path, features, train, independent, progress) -> tuple[dict, np.ndarray]:
+    done = fold_dir / "result.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        return saved["row"], np.array(saved["pred"], dtype=np.int64)
+    fit_idx, val_idx = validation_split(fold.train, ds.speakers, fraction=train.val_fraction, seed=train.seed,
+                                        speaker_independent=independent)
+    result = fit(ds.features, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
+                 cfg=train, checkpoint_dir=fold_dir, progress=progress,
+                 description=f"fold {fold.index + 1}")
+    pred = score_features(result.model, [ds.features[i] for i in fold.test], features.clip_frames).argmax(1)
+    row = {"fold": fold.index, "test_speakers": list(fold.test_speakers),
+           **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict(), "best_epoch": result.best_epoch}
+    log.info("fold %d (%s): UA %.3f WA %.3f", fold.index, ", ".join(fold.test_speakers), row["ua"], row["wa"])
+    _write_json(done, {"row": row, "pred": pred.tolist()})
+    (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return row, pred
+
+
+def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, independent) -> dict:
+    """eGeMAPSv02 functionals + SVM on exactly the given folds."""
+    ext = extract_files([u.path for u in ds.utterances], baseline.EgemapsConfig(), cache_dir=cache_dir,
+                        jobs=jobs, progress=progress)
+    x = np.stack([ext.features[u.path] for u in ds.utterances])
+    y_pred = np.zeros_like(ds.y)
+    rows = []
+    for fold in splits:
+        pred = baseline.fit_predict(x, ds.y, fold.train, fold.test, seed=seed)
+        y_pred[fold.test] = pred
+        rows.append({"fold": fold.index, "test_speakers": list(fold.test_speakers),
+                     **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict()})
+    return summarise(ds.y, y_pred, rows, ds.labels, name="eGeMAPSv02 + SVM", speaker_independent=independent)
+
+
+def _name(train: TrainConfig, ds: Dataset) -> str:
+    corpora = "+".join(sorted({u.corpus for u in ds.utterances}))
+    return f"{train.model} on {corpora} ({len(ds.labels)} classes)"
+
+
+def _open_run(out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("emovox")
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return out
+
+
+def write_config(out: str | Path, **sections) -> None:
+    """Save the run's configuration (dataclasses or plain values) as ``config.json``."""
+    data = {k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in sections.items()}
+    _write_json(Path(out) / "config.json", data)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run is configured by: features, training, and which classes to use."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classes: tuple[str, ...] | None = None
+    merge: dict | None = None
+
+    @classmethod
+    def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
+              seed: int | None = None, classes: str | None = None, merge: str | None = None) -> Settings:
+        """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
+        from emovox.config import from_dict, load_file
+
+        doc = load_file(config) if config else {}
+        src = str(config or "config")
+        unknown = sorted(set(doc) - {"features", "train", "data"})
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
+        train_doc = dict(doc.get("train") or {})
+        for key, value in (("model", model), ("epochs", epochs), ("seed", seed)):
+            if value is not None:
+                train_doc[key] = value
+        data = dict(doc.get("data") or {})
+        if classes:
+            data["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
+        if merge:
+            data["merge"] = dict(pair.split("=", 1) for pair in merge.split(","))
+        keep = data.get("classes")
+        return cls(
+            features=from_dict(FeatureConfig, doc.get("features"), source=src),
+            train=from_dict(TrainConfig, train_doc, source=src),
+            classes=None if keep is None else tuple(labelmod.canonical(c) for c in keep),
+            merge={labelmod.canonical(k): labelmod.canonical(v) for k, v in (data.get("merge") or {}).items()},
+        )
+
+    def to_dict(self) -> dict:
+        return {"features": to_dict(self.features), "train": to_dict(self.train),
+                "data": {"classes": list(self.classes) if self.classes else None, "merge": self.merge}}
+
+
+def _dataset(data, s: Settings, *, corpus, cache_dir, jobs, strict, progress) -> Dataset:
+    return load_dataset(data, corpus=corpus, features=s.features, classes=s.classes, merge=s.merge,
+                        cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, strict=strict,
+                        progress=progress)
+
+
+def train(data: str | Path, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
+          cache_dir: str | Path | None = None, jobs: int = 1, strict: bool = False, progress: bool = True) -> dict:
+    """Read a corpus and train one model into run dir ``out`` (see :func:`train_run`).
+
+    Examples
+    --------
+    >>> train("../shared/data/emodb", "runs/emodb-cnn")  # doctest: +SKIP
+    """
+    s = settings or Settings()
+    ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
+    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data), "corpus": corpus})
+    return train_run(ds, out, features=s.features, train=s.train, progress=progress)
+
+
+def evaluate(data: str | Path, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
+             folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = None,
+             jobs: int = 1, strict: bool = False, progress: bool = True) -> dict:
+    """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`)."""
+    s = settings or Settings()
+    ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
+    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data), "corpus": corpus}, folds=folds)
+    return cross_validate(ds, out, features=s.features, train=s.train, folds=folds, with_baseline=with_baseline,
+                          cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, progress=progress)

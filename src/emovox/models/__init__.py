@@ -1,0 +1,78 @@
+"""Model families by name, and self-describing checkpoints that load without training code.
+
+Every model maps features ``(batch, n_features, n_frames)`` to class logits; a
+:class:`~emovox.models.layers.FeatureNorm` in front standardises the input.
+
+Examples
+--------
+>>> net = build("cnn", n_features=64, n_frames=301, n_classes=8)
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from emovox.errors import CheckpointError, ConfigError
+from emovox.models.cnn import CNN, SmallCNN
+from emovox.models.layers import FeatureNorm
+from emovox.models.rnn import CRNN, BiLSTM
+
+MODELS: dict[str, type[nn.Module]] = {
+    "cnn_small": SmallCNN,
+    "cnn": CNN,
+    "bilstm": BiLSTM,
+    "crnn": CRNN,
+}
+FORMAT = "emovox-model/1"
+
+
+class Classifier(nn.Module):
+    """Feature normalisation followed by one model family."""
+
+    def __init__(self, body: nn.Module, n_features: int):
+        super().__init__()
+        self.norm = FeatureNorm(n_features)
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.norm(x))
+
+
+def build(name: str, *, n_features: int, n_frames: int, n_classes: int, **kwargs) -> Classifier:
+    """Instantiate model ``name`` (a key of :data:`MODELS`) with its keyword arguments."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}", fix=f"use one of {', '.join(MODELS)}")
+    body = MODELS[name](n_features, n_frames, n_classes, **kwargs)
+    return Classifier(body, n_features)
+
+
+def save(path: str | Path, model: Classifier, *, spec: dict) -> None:
+    """Write a checkpoint: ``spec`` (model name and kwargs, labels, feature config, ...) + weights."""
+    from emovox import __version__
+    from emovox.cache import atomic_write
+
+    payload = {"format": FORMAT, "emovox_version": __version__, **spec, "state_dict": model.state_dict()}
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load(path: str | Path) -> tuple[Classifier, dict]:
+    """Rebuild a model from a checkpoint written by :func:`save`; returns (model in eval mode, spec)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError("no model checkpoint here", path=path,
+                              fix="pass a run dir written by `emovox train`") from None
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"corrupt checkpoint ({type(exc).__name__})", path=path,
+                              fix="re-run `emovox train` to write it again") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError("not an emovox model checkpoint", path=path)
+    spec = {k: v for k, v in payload.items() if k != "state_dict"}
+    model = build(spec["model"], **spec["model_kwargs"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), spec

@@ -1,0 +1,172 @@
+"""Inference: score feature matrices with a model, and the :class:`Predictor` for audio.
+
+This module never imports training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emovox import audio, models
+from emovox.errors import AudioError, CheckpointError, ConfigError
+from emovox.features import FeatureConfig, extract_batch, windows
+from emovox.segment import Segment, VadConfig, speech_segments
+
+BATCH_WINDOWS = 64
+
+
+@torch.inference_mode()
+def score_features(model: torch.nn.Module, feats: Sequence[np.ndarray], n_frames: int) -> np.ndarray:
+    """Class probabilities ``(len(feats), n_classes)``: each utterance's windows, averaged.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier in eval mode mapping ``(B, F, n_frames)`` to logits.
+    feats : sequence of ndarray
+        Feature matrices ``(F, T)`` of any length.
+    n_frames : int
+        The model's fixed input length.
+    """
+    model.eval()
+    wins = [windows(f, n_frames) for f in feats]
+    owner = np.repeat(np.arange(len(wins)), [len(w) for w in wins])
+    stacked = np.concatenate(wins) if wins else np.zeros((0, 1, n_frames), np.float32)
+    probs = []
+    for i in range(0, len(stacked), BATCH_WINDOWS):
+        logits = model(torch.from_numpy(np.ascontiguousarray(stacked[i : i + BATCH_WINDOWS])))
+        probs.append(torch.softmax(logits, dim=1).numpy())
+    probs = np.concatenate(probs) if probs else np.zeros((0, 0), np.float32)
+    out = np.zeros((len(wins), probs.shape[1] if len(probs) else 0), dtype=np.float64)
+    np.add.at(out, owner, probs)
+    return out / np.maximum(1, np.bincount(owner, minlength=len(wins)))[:, None]
+
+
+Input = str | Path | tuple[np.ndarray, int] | np.ndarray
+
+
+class Predictor:
+    """A trained model ready for audio: paths, arrays, lists, long recordings.
+
+    Parameters
+    ----------
+    model : callable
+        Maps a float tensor ``(B, F, T)`` to logits ``(B, n_classes)`` (a torch module, or
+        an :class:`emovox.export.OnnxModel`).
+    spec : dict
+        The checkpoint's description: ``labels``, ``feature_config``, ``model_kwargs``.
+
+    Examples
+    --------
+    >>> p = Predictor.load("runs/emodb-cnn")  # doctest: +SKIP
+    >>> p.predict("angry.wav")["label"]  # doctest: +SKIP
+    'angry'
+    """
+
+    def __init__(self, model, spec: dict):
+        self.model = model
+        self.spec = spec
+        self.labels: list[str] = list(spec["labels"])
+        self.features = FeatureConfig(**spec["feature_config"])
+        self.n_frames: int = spec["model_kwargs"]["n_frames"]
+
+    @classmethod
+    def load(cls, run_dir: str | Path | None = None, *, backend: str = "torch") -> Predictor:
+        """Load a run dir (or its ``model.pt``); ``None`` loads the bundled default model.
+
+        ``backend="onnx"`` runs the network with onnxruntime (exported on the fly if the
+        run dir has no ``model.onnx``).
+        """
+        path = _checkpoint_path(run_dir)
+        model, spec = models.load(path)
+        if backend == "onnx":
+            from emovox.export import OnnxModel
+
+            model = OnnxModel.from_torch(model, spec, path.parent / "model.onnx")
+        elif backend != "torch":
+            raise ConfigError(f"unknown backend {backend!r}", fix="use torch or onnx")
+        return cls(model, spec)
+
+    def predict(self, x: Input | Sequence[Input], *, sr: int | None = None) -> dict | list[dict]:
+        """Emotion of one input or of each input in a list.
+
+        Parameters
+        ----------
+        x : path, (array, sample rate), array, or a list of these
+            Arrays are mono ``(n,)`` or ``(n, channels)``; a bare array needs ``sr``.
+        sr : int, optional
+            Sample rate of bare arrays, in Hz.
+
+        Returns
+        -------
+        dict or list of dict
+            ``{"label": str, "scores": {label: probability}, "duration_s": float}``.
+        """
+        single = isinstance(x, (str, Path, tuple, np.ndarray))
+        items = [x] if single else list(x)
+        signals = [self._signal(item, sr) for item in items]
+        results = self.predict_signals(signals)
+        return results[0] if single else results
+
+    def predict_signals(self, signals: Sequence[np.ndarray]) -> list[dict]:
+        """Emotions of mono signals already at ``self.features.sample_rate``."""
+        feats = extract_batch(list(signals), self.features)
+        probs = score_features(self.model, feats, self.n_frames)
+        sr = self.features.sample_rate
+        return [self._result(p, len(y) / sr) for p, y in zip(probs, signals, strict=True)]
+
+    def timeline(self, path: str | Path, *, vad: VadConfig | None = None, batch: int = 32) -> list[dict]:
+        """Classify each speech segment of a recording of any length (streamed from disk).
+
+        Returns rows ``{"start": s, "end": s, "label": ..., "scores": {...}}`` in seconds.
+        """
+        sr = self.features.sample_rate
+        rows: list[dict] = []
+        pending: list[Segment] = []
+        for seg in speech_segments(audio.stream(path, sr=sr), sr, vad):
+            pending.append(seg)
+            if len(pending) >= batch:
+                rows += self._segment_rows(pending)
+                pending = []
+        return rows + self._segment_rows(pending)
+
+    def _segment_rows(self, segments: list[Segment]) -> list[dict]:
+        if not segments:
+            return []
+        results = self.predict_signals([s.audio for s in segments])
+        return [{"start": round(s.start, 3), "end": round(s.end, 3), "label": r["label"], "scores": r["scores"]}
+                for s, r in zip(segments, results, strict=True)]
+
+    def _signal(self, item: Input, sr: int | None) -> np.ndarray:
+        target = self.features.sample_rate
+        if isinstance(item, (str, Path)):
+            return audio.load(item, sr=target)
+        if isinstance(item, tuple):
+            y, sr = item
+        else:
+            y = item
+            if sr is None:
+                raise AudioError("an array needs its sample rate", fix="pass (array, sr) or sr=...")
+        return audio.resample(audio.check_signal(np.asarray(y), sr), sr, target)
+
+    def _result(self, probs: np.ndarray, seconds: float) -> dict:
+        scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
+        return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
+
+
+def _checkpoint_path(run_dir: str | Path | None) -> Path:
+    if run_dir is None:
+        from emovox.bundled import bundled_model_path
+
+        return bundled_model_path()
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.exists():
+        raise CheckpointError("no model.pt here", path=path,
+                              fix="pass a run dir written by `emovox train`, or omit --model for the bundled model")
+    return path

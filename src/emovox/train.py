@@ -1,0 +1,212 @@
+"""The training loop: one model, one training set, early stopping on held-out speakers.
+
+Read top to bottom: seed -> build -> fit normaliser -> class weights -> epochs of
+(shuffle, crop, SpecAugment, step) -> validate (UA) -> keep best -> stop early.
+A checkpoint with every RNG state is written atomically after each epoch, so a killed
+run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+from torch import nn
+
+from emovox import models
+from emovox.cache import atomic_write
+from emovox.errors import ConfigError
+from emovox.features import fit_frames
+from emovox.predict import score_features
+from emovox.progress import bar
+
+log = logging.getLogger("emovox.train")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (saved with the model).
+
+    Attributes
+    ----------
+    model : str
+        Model family (see :data:`emovox.models.MODELS`).
+    model_kwargs : dict
+        Extra constructor arguments of the family.
+    epochs, batch_size, lr, weight_decay : training schedule (Adam).
+    patience : int
+        Epochs without a better validation UA before stopping.
+    class_weights : bool
+        Weight the loss by inverse class frequency of the training fold.
+    spec_augment : bool
+        Random time and frequency masks on training inputs.
+    val_fraction : float
+        Share of training speakers held out for early stopping.
+    seed : int
+        Seeds Python, NumPy and torch.
+    """
+
+    model: str = "cnn"
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    class_weights: bool = True
+    spec_augment: bool = True
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in models.MODELS:
+            raise ConfigError(f"unknown model {self.model!r}", fix=f"use one of {', '.join(models.MODELS)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs, batch_size and lr must be positive")
+
+
+@dataclass
+class FitResult:
+    """A trained model (best validation epoch) and its history."""
+
+    model: models.Classifier
+    best_epoch: int
+    best_val_ua: float
+    history: list[dict]
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse-frequency weights ``n / (k * count)`` (scikit-learn's "balanced"); absent classes get 0."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return w
+
+
+def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> torch.Tensor:
+    """Mask random frequency bands (≤ F/8 rows) and time spans (≤ T/10 frames) with the batch mean."""
+    x = x.clone()
+    b, f, t = x.shape
+    fill = x.mean()
+    for axis, size, width in ((1, f, max(1, f // 8)), (2, t, max(1, t // 10))):
+        for _ in range(masks):
+            w = torch.randint(0, width + 1, (b,), generator=gen)
+            start = (torch.rand(b, generator=gen) * (size - w)).long()
+            pos = torch.arange(size)
+            mask = (pos[None] >= start[:, None]) & (pos[None] < (start + w)[:, None])
+            x.masked_fill_(mask[:, :, None] if axis == 1 else mask[:, None, :], fill)
+    return x
+
+
+def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray, *,
+        n_classes: int, n_frames: int, cfg: TrainConfig, checkpoint_dir: str | Path | None = None,
+        progress: bool = True, description: str = "train") -> FitResult:
+    """Train one model on ``fit_idx``, early-stopped on validation UA over ``val_idx``.
+
+    Parameters
+    ----------
+    feats : list of ndarray
+        Feature matrices ``(F, T)`` for the whole manifest.
+    y : ndarray of int
+        Class index per utterance.
+    fit_idx, val_idx : ndarray of int
+        Training and validation utterances (disjoint speakers).
+    n_classes, n_frames : int
+        Output classes and the fixed model input length in frames.
+    cfg : TrainConfig
+    checkpoint_dir : path, optional
+        Where ``checkpoint.pt`` is written each epoch; an existing one is resumed.
+    """
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = models.build(cfg.model, n_features=feats[0].shape[0], n_frames=n_frames, n_classes=n_classes,
+                         **cfg.model_kwargs)
+    model.norm.fit([feats[i] for i in fit_idx])
+    weights = class_weights(y[fit_idx], n_classes) if cfg.class_weights else np.ones(n_classes)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": []}
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    if ckpt is not None and ckpt.exists():
+        state = _resume(ckpt, model, opt, rng, gen)
+        log.info("resumed %s at epoch %d", ckpt, state["epoch"])
+
+    with bar(enabled=progress, transient=True) as pbar:
+        task = pbar.add_task(description, total=cfg.epochs, completed=state["epoch"], status="")
+        while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
+            loss = _epoch(model, opt, loss_fn, feats, y, fit_idx, n_frames, cfg, rng, gen)
+            val_ua = _ua(model, feats, y, val_idx, n_frames)
+            state["epoch"] += 1
+            state["history"].append({"epoch": state["epoch"], "loss": loss, "val_ua": val_ua})
+            if val_ua > state["best_ua"]:
+                state.update(best_ua=val_ua, best_epoch=state["epoch"], best_state=copy.deepcopy(model.state_dict()))
+            log.info("%s epoch %d loss %.4f val_ua %.4f", description, state["epoch"], loss, val_ua)
+            pbar.update(task, completed=state["epoch"], status=f"loss {loss:.3f} val UA {val_ua:.3f}")
+            if ckpt is not None:
+                _save_checkpoint(ckpt, model, opt, rng, gen, state)
+    model.load_state_dict(state["best_state"])
+    return FitResult(model.eval(), state["best_epoch"], state["best_ua"], state["history"])
+
+
+def _epoch(model, opt, loss_fn, feats, y, fit_idx, n_frames, cfg, rng, gen) -> float:
+    model.train()
+    order = rng.permutation(fit_idx)
+    total, seen = 0.0, 0
+    for i in range(0, len(order), cfg.batch_size):
+        idx = order[i : i + cfg.batch_size]
+        if len(idx) < 2:  # batch-norm needs two samples
+            continue
+        xb = np.stack([fit_frames(feats[j], n_frames, start=_crop_start(feats[j], n_frames, rng)) for j in idx])
+        x = torch.from_numpy(xb)
+        if cfg.spec_augment:
+            x = spec_augment(model.norm(x), gen) * model.norm.std + model.norm.mean
+        loss = loss_fn(model(x), torch.from_numpy(y[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+    return total / max(1, seen)
+
+
+def _crop_start(feat: np.ndarray, n: int, rng: np.random.Generator) -> int:
+    extra = feat.shape[1] - n
+    return int(rng.integers(0, extra + 1)) if extra > 0 else 0
+
+
+def _ua(model, feats, y, idx, n_frames) -> float:
+    probs = score_features(model, [feats[i] for i in idx], n_frames)
+    return float(balanced_accuracy_score(y[idx], probs.argmax(axis=1)))
+
+
+def _save_checkpoint(path: Path, model, opt, rng, gen, state) -> None:
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "state": state,
+        "rng": {"numpy": rng.bit_generator.state, "torch_gen": gen.get_state(),
+                "torch": torch.get_rng_state(), "python": random.getstate()},
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _resume(path: Path, model, opt, rng, gen) -> dict:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["model"])
+    opt.load_state_dict(payload["optimizer"])
+    rng.bit_generator.state = payload["rng"]["numpy"]
+    gen.set_state(payload["rng"]["torch_gen"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    random.setstate(payload["rng"]["python"])
+    return payload["state"]
