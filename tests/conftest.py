@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)  # small models: one thread is fastest and immune to a busy machine
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # A pitch per synthetic "emotion": models must tell them apart from the spectrum.

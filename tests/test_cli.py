@@ -1,0 +1,89 @@
+"""The ``emovox`` command end to end on a synthetic RAVDESS-shaped corpus."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from emovox.cli import app
+
+FAST = ["--epochs", "3", "--quiet"]
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("features:\n  n_mels: 32\n  clip_s: 1.0\ntrain:\n  batch_size: 8\n  lr: 0.003\n")
+    return path
+
+
+def run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_train_then_predict(ravdess_dir, tmp_path, config_file):
+    out = tmp_path / "run"
+    r = run("train", "--data", ravdess_dir, "--corpus", "ravdess", "--model", "cnn", "--out", out,
+            "--config", config_file, "--cache-dir", tmp_path / "cache", *FAST)
+    assert r.exit_code == 0, r.output
+    assert {"model.pt", "config.json", "metrics.json", "train.log"} <= {p.name for p in out.iterdir()}
+    assert not (out / "checkpoint.pt").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["skipped"]) == 2  # the corrupt and the silent file
+    files = sorted(ravdess_dir.glob("Actor_01/*-01-01.wav"))[:2]
+    r = run("predict", "--model", out, "--format", "json", *files)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [row["file"] for row in rows] == [str(f) for f in files]
+    assert all(abs(sum(row["scores"].values()) - 1) < 1e-4 for row in rows)
+    assert set(rows[0]["scores"]) == {"neutral", "happy", "sad", "angry"}
+    r = run("predict", "--model", out, "--format", "csv", files[0])
+    assert r.stdout.splitlines()[0] == "file,label,neutral,happy,sad,angry"
+    r = run("predict", "--model", out, files[0])
+    assert r.exit_code == 0 and "emotion" in r.stdout
+
+
+def test_evaluate_writes_metrics_report_and_plot(ravdess_dir, tmp_path, config_file):
+    out = tmp_path / "cv"
+    r = run("evaluate", "--data", ravdess_dir, "--model", "cnn_small", "--folds", "2", "--out", out,
+            "--config", config_file, "--cache-dir", tmp_path / "cache", "--baseline", *FAST)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"ua", "wa", "macro_f1", "folds", "baseline"} <= set(m)
+    assert len(m["folds"]) == 2 and m["speaker_independent"]
+    speakers = [s for f in m["folds"] for s in f["test_speakers"]]
+    assert sorted(speakers) == ["ravdess:01", "ravdess:02", "ravdess:03", "ravdess:04"]
+    assert len(m["baseline"]["folds"]) == 2
+    assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "eGeMAPSv02 + SVM" in (out / "report.md").read_text()
+    # a rerun reuses the finished folds and gives the same numbers
+    r = run("evaluate", "--data", ravdess_dir, "--model", "cnn_small", "--folds", "2", "--out", out,
+            "--config", config_file, "--cache-dir", tmp_path / "cache", *FAST)
+    assert json.loads((out / "metrics.json").read_text())["ua"] == m["ua"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "{empty}", "--out", "{tmp}/r"], "no known corpus layout"),
+        (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--model", "transformer9"], "unknown model"),
+        (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--strict", "--cache-dir", "{tmp}/c"], r"\.wav: (cannot decode|audio is silent)"),
+        (["evaluate", "--data", "{ravdess}", "--out", "{tmp}/r", "--folds", "9", "--cache-dir", "{tmp}/c"], "folds"),
+        (["predict", "--model", "{tmp}", "{ravdess}"], "no model.pt"),
+        (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--classes", "happy,grumpy"], "unknown emotion"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(ravdess_dir, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    subs = {"{empty}": str(tmp_path / "empty"), "{ravdess}": str(ravdess_dir), "{tmp}": str(tmp_path)}
+    argv = []
+    for a in args:
+        for k, v in subs.items():
+            a = a.replace(k, v)
+        argv.append(a)
+    r = run(*argv, "--quiet") if argv[0] != "predict" else run(*argv)
+    assert r.exit_code == 2, r.output
+    assert re.search(message, r.output) and "error:" in r.output
+    assert "Traceback" not in r.output
