@@ -36,11 +36,9 @@ def write(path: Path, y: np.ndarray, sr: int) -> Path:
     return path
 
 
-@pytest.fixture
-def ravdess_dir(tmp_path: Path) -> Path:
+def make_ravdess(root: Path) -> Path:
     """RAVDESS layout: 4 actors x 4 emotions x 3 files, with one stereo 48 kHz file,
     one corrupt file, one silent file, and one song file (must be ignored)."""
-    root = tmp_path / "ravdess"
     codes = {"neutral": "01", "happy": "03", "sad": "04", "angry": "05"}
     for actor in range(1, 5):
         for i, (emo, code) in enumerate(codes.items()):
@@ -54,6 +52,27 @@ def ravdess_dir(tmp_path: Path) -> Path:
     write(root / "Actor_03" / "03-01-04-02-02-01-03.wav", np.zeros(16000, np.float32), 16000)
     write(root / "Actor_04" / "03-02-05-01-01-01-04.wav", tone(300, 1.0, 16000), 16000)  # song: ignored
     return root
+
+
+@pytest.fixture
+def ravdess_dir(tmp_path: Path) -> Path:
+    return make_ravdess(tmp_path / "ravdess")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run dir: a small CNN trained for a few epochs on the synthetic corpus."""
+    from emovox import experiment
+    from emovox.experiment import Settings
+    from emovox.features import FeatureConfig
+    from emovox.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    corpus = make_ravdess(root / "ravdess")
+    settings = Settings(features=FeatureConfig(n_mels=32, clip_s=1.0),
+                        train=TrainConfig(model="cnn", epochs=6, batch_size=8, lr=3e-3))
+    experiment.train(corpus, root / "run", settings, cache_dir=root / "cache", progress=False)
+    return root / "run"
 
 
 @pytest.fixture

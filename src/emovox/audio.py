@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -62,8 +64,6 @@ def load(path: str | Path, *, sr: int) -> np.ndarray:
 
 def decode_bytes(data: bytes, *, sr: int, source: str = "<upload>") -> np.ndarray:
     """Like :func:`load` for an in-memory file (e.g. an HTTP upload)."""
-    import io
-
     if not data:
         raise AudioError("empty file", path=source)
     try:
@@ -74,27 +74,34 @@ def decode_bytes(data: bytes, *, sr: int, source: str = "<upload>") -> np.ndarra
     return resample(check_signal(y, sr_in, source=source), sr_in, sr)
 
 
-def duration(path: str | Path) -> float:
-    """Duration in seconds, read from the header only."""
+def duration(source: str | Path | bytes) -> float:
+    """Duration in seconds, read from the header only (a path or a file's bytes)."""
     try:
-        return sf.info(str(path)).duration
+        if isinstance(source, bytes):
+            with sf.SoundFile(io.BytesIO(source)) as fh:
+                return fh.frames / fh.samplerate
+        return sf.info(str(source)).duration
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(f"cannot read audio header ({exc})", path=path) from None
+        raise AudioError(f"cannot read audio header ({exc})", path=None if isinstance(source, bytes) else source,
+                         fix="use WAV, FLAC or OGG audio") from None
 
 
-def stream(path: str | Path, *, sr: int, block_s: float = 30.0) -> Iterator[np.ndarray]:
+def stream(source: str | Path | BinaryIO, *, sr: int, block_s: float = 30.0) -> Iterator[np.ndarray]:
     """Yield consecutive mono blocks at ``sr`` Hz without loading the whole file.
 
-    Memory stays flat whatever the file length: one block is decoded and resampled at a
-    time (soxr keeps the filter state between blocks, so the joins are seamless).
+    ``source`` is a path or a binary file object. Memory stays flat whatever the length:
+    one block is decoded and resampled at a time (soxr keeps the filter state between
+    blocks, so the joins are seamless).
     """
+    name = source if isinstance(source, (str, Path)) else getattr(source, "name", "<stream>")
     try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(f"cannot decode audio ({exc})", path=path) from None
-    resampler = None if info.samplerate == sr else soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32")
-    blocksize = int(block_s * info.samplerate)
-    with sf.SoundFile(str(path)) as fh:
+        fh = sf.SoundFile(str(source) if isinstance(source, Path) else source)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"cannot decode audio ({exc})", path=name, fix="convert it to WAV/FLAC") from None
+    with fh:
+        rate = fh.samplerate
+        resampler = None if rate == sr else soxr.ResampleStream(rate, sr, 1, dtype="float32")
+        blocksize = int(block_s * rate)
         while True:
             block = fh.read(blocksize, dtype="float32", always_2d=False)
             last = len(block) < blocksize

@@ -1,4 +1,4 @@
-"""The default model shipped inside the package (used when no run dir is given)."""
+"""Where a model comes from: a run dir, a checkpoint path, or the model bundled in the package."""
 
 from __future__ import annotations
 
@@ -23,3 +23,16 @@ def bundled_model_path() -> Path:
 def sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file (the bundled weights are checked against a recorded one)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def resolve_model(run_dir: str | Path | None) -> Path:
+    """``model.pt`` of a run dir (or the path itself); ``None`` means the bundled model."""
+    if run_dir is None:
+        return bundled_model_path()
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.exists():
+        raise CheckpointError("no model.pt here", path=path,
+                              fix="pass a run dir written by `emovox train`, or omit --model for the bundled model")
+    return path

@@ -98,19 +98,113 @@ def evaluate(data: Data, out: Out, corpus: Corpus = "auto", model: ModelName = N
 
 
 Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+ModelDir = Annotated[Path | None, typer.Option("--model", help="Run dir (default: the bundled model).")]
+Backend = Annotated[str, typer.Option("--backend", help="torch or onnx.")]
 
 
 @app.command()
 @friendly
-def predict(files: Annotated[list[Path], typer.Argument(help="Audio files.")],
-            model: Annotated[Path | None, typer.Option("--model", help="Run dir (default: bundled model).")] = None,
-            fmt: Format = "table") -> None:
+def predict(files: Annotated[list[Path], typer.Argument(help="Audio files.")], model: ModelDir = None,
+            fmt: Format = "table", backend: Backend = "torch") -> None:
     """Print the emotion and class probabilities of each file."""
     from emovox.predict import Predictor
 
-    predictor = Predictor.load(model)
+    predictor = Predictor.load(model, backend=backend)
     rows = [{"file": str(f), **r} for f, r in zip(files, predictor.predict([str(f) for f in files]), strict=True)]
     _emit(rows, predictor.labels, fmt)
+
+
+@app.command()
+@friendly
+def timeline(file: Annotated[Path, typer.Argument(help="A recording of any length.")], model: ModelDir = None,
+             fmt: Format = "table", plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG.")] = None,
+             threshold_db: Annotated[float, typer.Option(help="VAD level in dBFS.")] = -45.0,
+             backend: Backend = "torch") -> None:
+    """Emotion per speech segment of a long recording (streamed; memory stays flat)."""
+    from emovox.predict import Predictor
+    from emovox.segment import VadConfig
+
+    predictor = Predictor.load(model, backend=backend)
+    rows = predictor.timeline(file, vad=VadConfig(threshold_db=threshold_db))
+    if plot is not None:
+        from emovox.plots import plot_timeline
+
+        plot_timeline(rows, predictor.labels, plot, title=file.name)
+    _emit(rows, predictor.labels, fmt, keys=("start", "end"))
+
+
+@app.command()
+@friendly
+def export(out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")], model: ModelDir = None) -> None:
+    """Export the network (with its input normalisation) to ONNX."""
+    from emovox.export import export as export_onnx
+
+    console.print(f"[green]wrote[/green] {export_onnx(model, out)}")
+
+
+@app.command()
+@friendly
+def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
+          max_upload_mb: Annotated[float, typer.Option(help="413 above this.")] = 25.0,
+          max_duration_s: Annotated[float, typer.Option(help="413 above this many seconds.")] = 600.0,
+          backend: Backend = "torch") -> None:
+    """REST service with a web page (FastAPI + uvicorn); docs at /docs."""
+    import uvicorn
+
+    from emovox.predict import Predictor
+    from emovox.serve import ServiceLimits, create_app
+
+    app_ = create_app(Predictor.load(model, backend=backend),
+                      ServiceLimits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s))
+    uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
+@app.command()
+@friendly
+def listen(model: ModelDir = None,
+           file: Annotated[Path | None, typer.Option("--file", help="Play a file as if live (no microphone).")] = None,
+           window_s: Annotated[float, typer.Option(help="Window length (s).")] = 2.0,
+           hop_s: Annotated[float, typer.Option(help="Seconds between results.")] = 0.5,
+           device: Annotated[str | None, typer.Option(help="Input device (sounddevice name or index).")] = None,
+           realtime: Annotated[bool, typer.Option(help="Pace --file like a live stream.")] = True,
+           fmt: Annotated[str, typer.Option("--format", help="live or jsonl.")] = "live") -> None:
+    """Classify microphone audio (or a file played live) in sliding windows."""
+    from emovox import live
+    from emovox.predict import Predictor
+
+    predictor = Predictor.load(model)
+    sr = predictor.features.sample_rate
+    if file is not None:
+        blocks = live.file_source(file, sr=sr, realtime=realtime)
+    else:
+        dev = int(device) if device and device.isdigit() else device
+        blocks = live.microphone_source(sr=sr, device=dev)
+    results = live.listen(predictor, blocks, window_s=window_s, hop_s=hop_s)
+    if fmt == "jsonl":
+        for r in results:
+            sys.stdout.write(json.dumps(r.to_dict()) + "\n")
+            sys.stdout.flush()
+        return
+    _live_view(results, predictor.labels)
+
+
+def _live_view(results, labels: list[str]) -> None:
+    from rich.live import Live
+    from rich.table import Table
+
+    latencies = []
+    with Live(console=console, refresh_per_second=8) as view:
+        for r in results:
+            latencies.append(r.latency_s)
+            table = Table(title=f"{r.start:.1f}–{r.end:.1f} s   [bold]{r.label}[/bold]   "
+                                f"latency {1000 * r.latency_s:.0f} ms", show_header=False)
+            for lab in labels:
+                p = r.scores.get(lab, 0.0)
+                table.add_row(lab, "█" * int(30 * p), f"{p:.2f}")
+            view.update(table)
+    if latencies:
+        console.print(f"median latency {1000 * sorted(latencies)[len(latencies) // 2]:.0f} ms "
+                      f"over {len(latencies)} windows")
 
 
 def _emit(rows: list[dict], labels: list[str], fmt: str, *, keys: tuple[str, ...] = ("file",)) -> None:

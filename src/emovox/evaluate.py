@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import (
@@ -15,8 +14,6 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
-
-from emovox.cache import atomic_write
 
 
 @dataclass(frozen=True)
@@ -81,32 +78,6 @@ def summarise(y_true: np.ndarray, y_pred: np.ndarray, folds: list[dict], labels:
         "folds": folds,
         **(extra or {}),
     }
-
-
-def plot_confusion(matrix: Sequence[Sequence[int]], labels: list[str], path: Path, *, title: str) -> None:
-    """Save a row-normalised confusion matrix (recall per true class) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = np.asarray(matrix, dtype=float)
-    norm = m / np.maximum(1, m.sum(axis=1, keepdims=True))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.8 + 0.7 * len(labels)))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
 
 
 def report_markdown(metrics: dict, *, baseline: dict | None = None, image: str | None = None) -> str:

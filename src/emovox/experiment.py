@@ -21,8 +21,9 @@ from emovox.cache import atomic_write, extract_files
 from emovox.config import to_dict
 from emovox.corpora import Utterance, load_corpus
 from emovox.errors import ConfigError, CorpusError
-from emovox.evaluate import plot_confusion, report_markdown, scores, summarise
+from emovox.evaluate import report_markdown, scores, summarise
 from emovox.features import FeatureConfig
+from emovox.plots import plot_confusion
 from emovox.predict import score_features
 from emovox.splits import make_folds, validation_split
 from emovox.train import TrainConfig, fit

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from emovox import audio, models
-from emovox.errors import AudioError, CheckpointError, ConfigError
+from emovox.bundled import resolve_model
+from emovox.errors import AudioError, ConfigError
 from emovox.features import FeatureConfig, extract_batch, windows
 from emovox.segment import Segment, VadConfig, speech_segments
 
@@ -78,15 +79,13 @@ class Predictor:
     def load(cls, run_dir: str | Path | None = None, *, backend: str = "torch") -> Predictor:
         """Load a run dir (or its ``model.pt``); ``None`` loads the bundled default model.
 
-        ``backend="onnx"`` runs the network with onnxruntime (exported on the fly if the
-        run dir has no ``model.onnx``).
+        ``backend="onnx"`` runs the same network with onnxruntime (exported in memory).
         """
-        path = _checkpoint_path(run_dir)
-        model, spec = models.load(path)
+        model, spec = models.load(resolve_model(run_dir))
         if backend == "onnx":
             from emovox.export import OnnxModel
 
-            model = OnnxModel.from_torch(model, spec, path.parent / "model.onnx")
+            model = OnnxModel.from_torch(model, spec)
         elif backend != "torch":
             raise ConfigError(f"unknown backend {backend!r}", fix="use torch or onnx")
         return cls(model, spec)
@@ -156,17 +155,3 @@ class Predictor:
     def _result(self, probs: np.ndarray, seconds: float) -> dict:
         scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
-
-
-def _checkpoint_path(run_dir: str | Path | None) -> Path:
-    if run_dir is None:
-        from emovox.bundled import bundled_model_path
-
-        return bundled_model_path()
-    path = Path(run_dir)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.exists():
-        raise CheckpointError("no model.pt here", path=path,
-                              fix="pass a run dir written by `emovox train`, or omit --model for the bundled model")
-    return path

@@ -1,0 +1,73 @@
+"""ONNX export of a trained network, and an onnxruntime-backed drop-in for the torch model.
+
+The exported graph maps features ``(batch, n_features, n_frames)`` to logits, with the
+feature normalisation inside. The feature front end (log-mel/MFCC) stays in
+:mod:`emovox.features`; the model's labels and feature config are stored in the ONNX
+file's metadata (``emovox_spec``), so the file describes itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emovox import models
+from emovox.bundled import resolve_model
+from emovox.cache import atomic_write
+
+OPSET = 17
+
+
+def to_onnx_bytes(model: torch.nn.Module, spec: dict) -> bytes:
+    """Serialise ``model`` (eval mode) as an ONNX graph with a dynamic batch axis."""
+    import onnx
+
+    kw = spec["model_kwargs"]
+    dummy = torch.zeros(2, kw["n_features"], kw["n_frames"])
+    buf = io.BytesIO()
+    torch.onnx.export(model.eval(), (dummy,), buf, input_names=["features"], output_names=["logits"],
+                      dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
+                      dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {k: v for k, v in spec.items() if k in ("model", "model_kwargs", "labels", "feature_config")}
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "emovox_spec", json.dumps(meta)
+    return proto.SerializeToString()
+
+
+def export(run_dir: str | Path | None, out: str | Path) -> Path:
+    """Write ``out`` (ONNX) for the model in ``run_dir`` (``None``: the bundled model)."""
+    model, spec = models.load(resolve_model(run_dir))
+    data = to_onnx_bytes(model, spec)
+    out = Path(out)
+    atomic_write(out, lambda tmp: tmp.write_bytes(data))
+    return out
+
+
+class OnnxModel:
+    """Callable like the torch classifier: features tensor in, logits tensor out."""
+
+    def __init__(self, onnx_model: bytes | str | Path, *, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        self.spec = json.loads(self.session.get_modelmeta().custom_metadata_map.get("emovox_spec", "{}"))
+
+    @classmethod
+    def from_torch(cls, model: torch.nn.Module, spec: dict) -> OnnxModel:
+        return cls(to_onnx_bytes(model, spec))
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"features": np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out)

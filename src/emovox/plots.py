@@ -1,0 +1,67 @@
+"""Figures: confusion matrices and emotion timelines (matplotlib, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emovox.cache import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    _pyplot().close(fig)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: list[str], path: Path, *, title: str) -> None:
+    """Save a row-normalised confusion matrix (recall per true class) as PNG."""
+    plt = _pyplot()
+    m = np.asarray(matrix, dtype=float)
+    norm = m / np.maximum(1, m.sum(axis=1, keepdims=True))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.8 + 0.7 * len(labels)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_timeline(rows: list[dict], labels: list[str], path: Path, *, title: str = "") -> None:
+    """Save emotion probabilities over time (one stacked bar per speech segment) as PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    colors = plt.get_cmap("tab10")
+    for r in rows:
+        bottom = 0.0
+        for i, lab in enumerate(labels):
+            p = r["scores"][lab]
+            ax.bar(r["start"], p, width=r["end"] - r["start"], bottom=bottom, align="edge", color=colors(i % 10),
+                   edgecolor="none")
+            bottom += p
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(labels))],
+              labels=labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

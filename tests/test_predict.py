@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+
+from emovox.errors import AudioError, CheckpointError
+from emovox.predict import Predictor
+
+from .conftest import PITCH, tone, write
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run):
+    return Predictor.load(tiny_run)
+
+
+def _check(result, labels, seconds):
+    assert set(result) == {"label", "scores", "duration_s"}
+    assert list(result["scores"]) == labels and result["label"] in labels
+    assert abs(sum(result["scores"].values()) - 1) < 1e-4
+    assert result["label"] == max(result["scores"], key=result["scores"].get)
+    assert abs(result["duration_s"] - seconds) < 0.01
+    json.dumps(result)
+
+
+def test_path_array_tuple_and_list(predictor, tmp_path):
+    y = tone(PITCH["angry"], 1.5, 16000)
+    path = write(tmp_path / "a.wav", y, 16000)
+    by_path = predictor.predict(path)
+    _check(by_path, predictor.labels, 1.5)
+    by_array = predictor.predict(y, sr=16000)
+    by_tuple = predictor.predict((y, 16000))
+    for r in (by_array, by_tuple):
+        assert r["label"] == by_path["label"]
+        np.testing.assert_allclose(list(r["scores"].values()), list(by_path["scores"].values()), atol=1e-4)
+    batch = predictor.predict([path, (y, 16000), str(path)])
+    assert isinstance(batch, list) and len(batch) == 3
+    assert all(b["label"] == by_path["label"] for b in batch)
+
+
+def test_odd_rate_and_stereo_match_mono_16k(predictor, tmp_path):
+    y44 = tone(PITCH["sad"], 2.0, 44100)
+    stereo = np.stack([y44, y44], axis=1)
+    a = predictor.predict((stereo, 44100))
+    b = predictor.predict(write(tmp_path / "s.flac", stereo, 44100))
+    c = predictor.predict(y44, sr=44100)
+    _check(a, predictor.labels, 2.0)
+    np.testing.assert_allclose(list(a["scores"].values()), list(c["scores"].values()), atol=1e-5)
+    np.testing.assert_allclose(list(a["scores"].values()), list(b["scores"].values()), atol=2e-3)
+
+
+def test_trained_model_separates_pitch_classes(predictor):
+    results = predictor.predict([(tone(PITCH[e], 1.3, 16000, seed=99 + i), 16000) for i, e in enumerate(PITCH)])
+    assert sum(r["label"] == e for r, e in zip(results, PITCH, strict=True)) >= 3
+
+
+def test_onnx_backend_agrees_with_torch(tiny_run):
+    signals = [(tone(p, 1.7, 16000, seed=5), 16000) for p in PITCH.values()]
+    torch_out = Predictor.load(tiny_run).predict(signals)
+    onnx_out = Predictor.load(tiny_run, backend="onnx").predict(signals)
+    for a, b in zip(torch_out, onnx_out, strict=True):
+        assert a["label"] == b["label"]
+        assert max(abs(a["scores"][k] - b["scores"][k]) for k in a["scores"]) <= 1e-4
+
+
+def test_bad_inputs(predictor, tmp_path):
+    with pytest.raises(AudioError, match="sample rate"):
+        predictor.predict(np.ones(16000, np.float32))
+    with pytest.raises(AudioError, match="silent"):
+        predictor.predict((np.zeros(16000, np.float32), 16000))
+    with pytest.raises(CheckpointError, match="no model.pt"):
+        Predictor.load(tmp_path)
+
+
+def test_timeline_finds_speech_between_silences(predictor, tmp_path):
+    sr = 22050
+    parts, truth, t = [], [], 0.0
+    for seconds, kind in [(1.0, None), (1.5, "angry"), (1.2, None), (2.0, "sad"), (0.8, None)]:
+        parts.append(tone(PITCH[kind], seconds, sr) if kind else np.zeros(int(seconds * sr), np.float32))
+        if kind:
+            truth.append((t, t + seconds))
+        t += seconds
+    path = write(tmp_path / "long.wav", np.concatenate(parts), sr)
+    rows = predictor.timeline(path)
+    assert len(rows) == 2
+    for row, (start, end) in zip(rows, truth, strict=True):
+        assert abs(row["start"] - start) < 0.2 and abs(row["end"] - end) < 0.2
+        assert set(row["scores"]) == set(predictor.labels)
