@@ -1,0 +1,89 @@
+"""The web page in real headless Chromium: upload a file, see the emotion, bars and timeline."""
+
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from emovox.predict import Predictor
+from emovox.serve import create_app
+
+from .conftest import PITCH, tone, write
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(Predictor.load(tiny_run)), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "server did not start"
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser.new_page()
+        browser.close()
+
+
+def test_upload_shows_emotion_and_bars(page, server, tmp_path):
+    clip = write(tmp_path / "angry.wav", tone(PITCH["angry"], 2.0, 16000), 16000)
+    page.goto(server)
+    page.set_input_files("#file", str(clip))
+    page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=30000)
+    emotion = page.text_content("#emotion")
+    assert emotion in {"neutral", "happy", "sad", "angry"}
+    assert page.locator("#bars .bar").count() == 4
+    assert page.is_hidden("#timeline-section")
+    page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
+    assert (tmp_path / "upload.png").stat().st_size > 1000
+
+
+def test_long_upload_shows_timeline(page, server, tmp_path):
+    sr = 16000
+    parts = []
+    for k, e in enumerate(["angry", "sad", "happy"]):
+        parts += [np.zeros(sr * 2, np.float32), tone(PITCH[e], 3.0, sr, seed=k)]
+    clip = write(tmp_path / "long.wav", np.concatenate(parts), sr)
+    page.goto(server)
+    page.set_input_files("#file", str(clip))
+    page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=30000)
+    assert page.is_visible("#timeline-section")
+    assert page.locator("#segments tbody tr").count() == 3
+    page.screenshot(path=str(tmp_path / "timeline.png"), full_page=True)
+
+
+def test_bad_upload_shows_error(page, server, tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"not audio")
+    page.goto(server)
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#status.error", timeout=30000)
+    assert "cannot" in page.inner_text("#status")
