@@ -69,7 +69,8 @@ def test_evaluate_writes_metrics_report_and_plot(ravdess_dir, tmp_path, config_f
     [
         (["train", "--data", "{empty}", "--out", "{tmp}/r"], "no known corpus layout"),
         (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--model", "transformer9"], "unknown model"),
-        (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--strict", "--cache-dir", "{tmp}/c"], r"\.wav: (cannot decode|audio is silent)"),
+        (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--strict", "--cache-dir", "{tmp}/c"],
+         r"\.wav: (cannot decode|audio is silent)"),
         (["evaluate", "--data", "{ravdess}", "--out", "{tmp}/r", "--folds", "9", "--cache-dir", "{tmp}/c"], "folds"),
         (["predict", "--model", "{tmp}", "{ravdess}"], "no model.pt"),
         (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--classes", "happy,grumpy"], "unknown emotion"),

@@ -34,7 +34,8 @@ def test_health_labels_docs_and_page(client):
 
 
 def test_predict_upload(client):
-    r = client.post("/v1/predict", files={"file": ("a.flac", wav_bytes(tone(PITCH["angry"], 1.5, 22050), 22050, "FLAC"))})
+    flac = wav_bytes(tone(PITCH["angry"], 1.5, 22050), 22050, "FLAC")
+    r = client.post("/v1/predict", files={"file": ("a.flac", flac)})
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"label", "scores", "duration_s"} and abs(body["duration_s"] - 1.5) < 0.01

@@ -48,14 +48,29 @@ def test_each_model_learns_a_separable_task(tones, name):
     assert len(result.history) >= result.best_epoch >= 1
 
 
-def test_resume_after_interruption_gives_identical_weights(tones, tmp_path):
+def test_resume_after_interruption_gives_identical_weights(tones, tmp_path, monkeypatch):
+    from emovox import train as train_mod
+
     feats, y, spk = tones
     fit_idx, val_idx = np.where(spk < 4)[0], np.where(spk >= 4)[0]
-    kw = dict(n_classes=4, n_frames=CFG.clip_frames, progress=False)
-    full = fit(feats, y, fit_idx, val_idx, cfg=TrainConfig(model="cnn", epochs=4, patience=10), **kw)
-    fit(feats, y, fit_idx, val_idx, cfg=TrainConfig(model="cnn", epochs=2, patience=10), checkpoint_dir=tmp_path, **kw)
-    resumed = fit(feats, y, fit_idx, val_idx, cfg=TrainConfig(model="cnn", epochs=4, patience=10),
-                  checkpoint_dir=tmp_path, **kw)
+    cfg = TrainConfig(model="cnn", epochs=4, patience=10)
+    kw = dict(n_classes=4, n_frames=CFG.clip_frames, progress=False, cfg=cfg)
+    full = fit(feats, y, fit_idx, val_idx, **kw)
+
+    real_ua, calls = train_mod._ua, []
+
+    def dies_in_epoch_3(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed after epoch 2's checkpoint, in the middle of epoch 3
+        return real_ua(*args)
+
+    monkeypatch.setattr(train_mod, "_ua", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(feats, y, fit_idx, val_idx, checkpoint_dir=tmp_path, **kw)
+    monkeypatch.setattr(train_mod, "_ua", real_ua)
+    torch.manual_seed(12345)  # the resumed run must not depend on the global state it starts with
+    resumed = fit(feats, y, fit_idx, val_idx, checkpoint_dir=tmp_path, **kw)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
@@ -72,7 +87,8 @@ def test_checkpoint_roundtrip_and_corrupt_file(tmp_path):
     from emovox.errors import CheckpointError
 
     net = models.build("crnn", n_features=32, n_frames=20, n_classes=3)
-    spec = {"model": "crnn", "model_kwargs": {"n_features": 32, "n_frames": 20, "n_classes": 3}, "labels": ["a", "b", "c"]}
+    kwargs = {"n_features": 32, "n_frames": 20, "n_classes": 3}
+    spec = {"model": "crnn", "model_kwargs": kwargs, "labels": ["a", "b", "c"]}
     models.save(tmp_path / "m.pt", net, spec=spec)
     loaded, got = models.load(tmp_path / "m.pt")
     x = torch.randn(2, 32, 20)

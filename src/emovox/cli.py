@@ -26,6 +26,8 @@ Classes = Annotated[str | None, typer.Option("--classes", help="Comma-separated 
 Merge = Annotated[str | None, typer.Option("--merge", help="Class merges, e.g. calm=neutral,boredom=neutral.")]
 Epochs = Annotated[int | None, typer.Option("--epochs", help="Override the number of epochs.")]
 Seed = Annotated[int | None, typer.Option("--seed", help="Override the random seed.")]
+SpeakerNorm = Annotated[bool | None, typer.Option("--speaker-norm/--no-speaker-norm",
+                                                  help="Z-score features per speaker (default: from config, off).")]
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache (default ~/.cache/emovox).")]
 Jobs = Annotated[int, typer.Option("--jobs", help="Worker processes for feature extraction.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Fail on an unreadable or silent file instead of skipping.")]
@@ -56,21 +58,23 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 
 def _settings(config: Path | None, model: str | None, epochs: int | None, seed: int | None,
-              classes: str | None, merge: str | None):
+              speaker_norm: bool | None, classes: str | None, merge: str | None):
     from emovox.experiment import Settings
 
-    return Settings.build(config, model=model, epochs=epochs, seed=seed, classes=classes, merge=merge)
+    return Settings.build(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
+                          merge=merge)
 
 
 @app.command()
 @friendly
 def train(data: Data, out: Out, corpus: Corpus = "auto", model: ModelName = None, config: ConfigFile = None,
           classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
-          cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False, quiet: Quiet = False) -> None:
+          speaker_norm: SpeakerNorm = None, cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False,
+          quiet: Quiet = False) -> None:
     """Train one model on all speakers of a corpus and write a run dir."""
     from emovox import experiment
 
-    s = _settings(config, model, epochs, seed, classes, merge)
+    s = _settings(config, model, epochs, seed, speaker_norm, classes, merge)
     metrics = experiment.train(data, out, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict,
                                progress=not quiet)
     v = metrics["validation"]
@@ -84,11 +88,12 @@ def evaluate(data: Data, out: Out, corpus: Corpus = "auto", model: ModelName = N
              folds: Annotated[str, typer.Option("--folds", help="k, 'loso' or 'random-utterance'.")] = "5",
              baseline: Annotated[bool, typer.Option(help="Also run eGeMAPS+SVM on the same folds.")] = False,
              classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
-             cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False, quiet: Quiet = False) -> None:
+             speaker_norm: SpeakerNorm = None, cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False,
+          quiet: Quiet = False) -> None:
     """Speaker-grouped cross-validation: metrics.json, report.md, confusion_matrix.png."""
     from emovox import experiment
 
-    s = _settings(config, model, epochs, seed, classes, merge)
+    s = _settings(config, model, epochs, seed, speaker_norm, classes, merge)
     m = experiment.evaluate(data, out, s, corpus=corpus, folds=folds, with_baseline=baseline,
                             cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
     line = f"[green]{m['name']}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox import __version__, baseline, models
+from emovox import __version__, baseline, models, normalize
 from emovox import labels as labelmod
 from emovox.cache import atomic_write, extract_files
 from emovox.config import to_dict
@@ -79,13 +79,14 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
               progress: bool = True) -> dict:
     """Train one model on all speakers (some held out for early stopping); write a run dir."""
     out = _open_run(out)
+    feats = model_inputs(ds, train)
     idx = np.arange(len(ds.y))
     fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
-    result = fit(ds.features, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
+    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
                  cfg=train, checkpoint_dir=out, progress=progress)
     spec = model_spec(ds, features, train)
     models.save(out / "model.pt", result.model, spec=spec)
-    probs = score_features(result.model, [ds.features[i] for i in val_idx], features.clip_frames)
+    probs = score_features(result.model, [feats[i] for i in val_idx], features.clip_frames)
     val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
     metrics = {"name": _name(train, ds), "validation": val, "best_epoch": result.best_epoch,
                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "history": result.history,
@@ -102,6 +103,7 @@ def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig) -> dict
         "model_kwargs": {"n_features": features.n_features, "n_frames": features.clip_frames,
                          "n_classes": len(ds.labels), **train.model_kwargs},
         "labels": ds.labels,
+        "speaker_norm": train.speaker_norm,
         "feature_config": to_dict(features),
         "train_config": to_dict(train),
         "corpora": sorted({u.corpus for u in ds.utterances}),
@@ -119,10 +121,11 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     out = _open_run(out)
     splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed)
     independent = all(f.speaker_independent for f in splits)
+    feats = model_inputs(ds, train)
     y_pred = np.zeros_like(ds.y)
     fold_rows = []
     for fold in splits:
-        row, pred = _run_fold(ds, fold, out / "folds" / f"{fold.index}", features, train, independent, progress)
+        row, pred = _run_fold(ds, feats, fold, out / "folds" / f"{fold.index}", features, train, independent, progress)
         y_pred[fold.test] = pred
         fold_rows.append(row)
     name = _name(train, ds) + ("" if independent else " [random-utterance split]")
@@ -138,17 +141,17 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     return metrics
 
 
-def _run_fold(ds, fold, fold_dir: Path, features, train, independent, progress) -> tuple[dict, np.ndarray]:
+def _run_fold(ds, feats, fold, fold_dir: Path, features, train, independent, progress) -> tuple[dict, np.ndarray]:
     done = fold_dir / "result.json"
     if done.exists():
         saved = json.loads(done.read_text())
         return saved["row"], np.array(saved["pred"], dtype=np.int64)
     fit_idx, val_idx = validation_split(fold.train, ds.speakers, fraction=train.val_fraction, seed=train.seed,
                                         speaker_independent=independent)
-    result = fit(ds.features, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
+    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
                  cfg=train, checkpoint_dir=fold_dir, progress=progress,
                  description=f"fold {fold.index + 1}")
-    pred = score_features(result.model, [ds.features[i] for i in fold.test], features.clip_frames).argmax(1)
+    pred = score_features(result.model, [feats[i] for i in fold.test], features.clip_frames).argmax(1)
     row = {"fold": fold.index, "test_speakers": list(fold.test_speakers),
            **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict(), "best_epoch": result.best_epoch}
     log.info("fold %d (%s): UA %.3f WA %.3f", fold.index, ", ".join(fold.test_speakers), row["ua"], row["wa"])
@@ -172,9 +175,15 @@ def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, indepe
     return summarise(ds.y, y_pred, rows, ds.labels, name="eGeMAPSv02 + SVM", speaker_independent=independent)
 
 
+def model_inputs(ds: Dataset, train: TrainConfig) -> list[np.ndarray]:
+    """The features the model sees: speaker-normalised when the run asks for it."""
+    return normalize.by_speaker(ds.features, ds.speakers) if train.speaker_norm else ds.features
+
+
 def _name(train: TrainConfig, ds: Dataset) -> str:
     corpora = "+".join(sorted({u.corpus for u in ds.utterances}))
-    return f"{train.model} on {corpora} ({len(ds.labels)} classes)"
+    norm = " + speaker norm" if train.speaker_norm else ""
+    return f"{train.model}{norm} on {corpora} ({len(ds.labels)} classes)"
 
 
 def _open_run(out: str | Path) -> Path:
@@ -213,7 +222,8 @@ class Settings:
 
     @classmethod
     def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
-              seed: int | None = None, classes: str | None = None, merge: str | None = None) -> Settings:
+              seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
+              merge: str | None = None) -> Settings:
         """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
         from emovox.config import from_dict, load_file
 
@@ -223,7 +233,7 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
         train_doc = dict(doc.get("train") or {})
-        for key, value in (("model", model), ("epochs", epochs), ("seed", seed)):
+        for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm)):
             if value is not None:
                 train_doc[key] = value
         data = dict(doc.get("data") or {})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from emovox import audio, models
 from emovox.bundled import resolve_model
 from emovox.errors import AudioError, ConfigError
 from emovox.features import FeatureConfig, extract_batch, windows
+from emovox.normalize import Stats
 from emovox.segment import Segment, VadConfig, speech_segments
 
 BATCH_WINDOWS = 64
@@ -74,6 +76,8 @@ class Predictor:
         self.labels: list[str] = list(spec["labels"])
         self.features = FeatureConfig(**spec["feature_config"])
         self.n_frames: int = spec["model_kwargs"]["n_frames"]
+        self.speaker_norm: bool = bool(spec.get("speaker_norm", False))
+        self.speaker_stats_: Stats | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path | None = None, *, backend: str = "torch") -> Predictor:
@@ -111,32 +115,58 @@ class Predictor:
         results = self.predict_signals(signals)
         return results[0] if single else results
 
-    def predict_signals(self, signals: Sequence[np.ndarray]) -> list[dict]:
+    def adapt(self, x: Input | Sequence[Input], *, sr: int | None = None) -> Predictor:
+        """Learn the speaker's feature statistics from unlabelled audio of that speaker.
+
+        Only matters for models trained with speaker normalisation; later predictions use
+        these statistics. Without them, each input is normalised with its own.
+        """
+        items = [x] if isinstance(x, (str, Path, tuple, np.ndarray)) else list(x)
+        self.speaker_stats_ = Stats.of(extract_batch([self._signal(i, sr) for i in items], self.features))
+        return self
+
+    def predict_signals(self, signals: Sequence[np.ndarray], *, stats: Stats | None = None) -> list[dict]:
         """Emotions of mono signals already at ``self.features.sample_rate``."""
         feats = extract_batch(list(signals), self.features)
+        if self.speaker_norm:
+            stats = stats or self.speaker_stats_
+            feats = [(stats or Stats().update(f)).apply(f) for f in feats]
         probs = score_features(self.model, feats, self.n_frames)
         sr = self.features.sample_rate
         return [self._result(p, len(y) / sr) for p, y in zip(probs, signals, strict=True)]
 
-    def timeline(self, path: str | Path, *, vad: VadConfig | None = None, batch: int = 32) -> list[dict]:
+    def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 32) -> list[dict]:
         """Classify each speech segment of a recording of any length (streamed from disk).
 
         Returns rows ``{"start": s, "end": s, "label": ..., "scores": {...}}`` in seconds.
+        A speaker-normalised model without :meth:`adapt` statistics takes them from the
+        recording's own speech in a first pass.
         """
-        sr = self.features.sample_rate
+        stats = self.speaker_stats_
+        if self.speaker_norm and stats is None:
+            stats = Stats()
+            for seg in self._segments(path, vad):
+                stats.update(extract_batch([seg.audio], self.features)[0])
+            stats = stats if stats.n else None
         rows: list[dict] = []
         pending: list[Segment] = []
-        for seg in speech_segments(audio.stream(path, sr=sr), sr, vad):
+        for seg in self._segments(path, vad):
             pending.append(seg)
             if len(pending) >= batch:
-                rows += self._segment_rows(pending)
+                rows += self._segment_rows(pending, stats)
                 pending = []
-        return rows + self._segment_rows(pending)
+        return rows + self._segment_rows(pending, stats)
 
-    def _segment_rows(self, segments: list[Segment]) -> list[dict]:
+    def _segments(self, source, vad: VadConfig | None):
+        if hasattr(source, "seek"):
+            source.seek(0)
+        sr = self.features.sample_rate
+        return speech_segments(audio.stream(source, sr=sr), sr, vad)
+
+    def _segment_rows(self, segments: list[Segment], stats: Stats | None) -> list[dict]:
         if not segments:
             return []
-        results = self.predict_signals([s.audio for s in segments])
+        results = self.predict_signals([s.audio for s in segments], stats=stats)
         return [{"start": round(s.start, 3), "end": round(s.end, 3), "label": r["label"], "scores": r["scores"]}
                 for s, r in zip(segments, results, strict=True)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,15 @@ class TrainConfig:
     model_kwargs : dict
         Extra constructor arguments of the family.
     epochs, batch_size, lr, weight_decay : training schedule (Adam).
+    schedule : {"cosine", "constant"}
+        Learning rate decays to zero over ``epochs`` along a cosine, or stays constant.
     patience : int
         Epochs without a better validation UA before stopping.
     class_weights : bool
         Weight the loss by inverse class frequency of the training fold.
+    speaker_norm : bool
+        Z-score features per speaker (from that speaker's unlabelled audio) before the
+        model; the run's name and report say so. See :mod:`emovox.normalize`.
     spec_augment : bool
         Random time and frequency masks on training inputs.
     val_fraction : float
@@ -58,9 +64,11 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
+    schedule: str = "cosine"
     weight_decay: float = 1e-4
     patience: int = 8
     class_weights: bool = True
+    speaker_norm: bool = False
     spec_augment: bool = True
     val_fraction: float = 0.2
     seed: int = 0
@@ -70,6 +78,8 @@ class TrainConfig:
             raise ConfigError(f"unknown model {self.model!r}", fix=f"use one of {', '.join(models.MODELS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs, batch_size and lr must be positive")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}", fix="use cosine or constant")
 
 
 @dataclass
@@ -136,16 +146,18 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     weights = class_weights(y[fit_idx], n_classes) if cfg.class_weights else np.ones(n_classes)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg))
     state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": []}
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
-        state = _resume(ckpt, model, opt, rng, gen)
+        state = _resume(ckpt, model, opt, sched, rng, gen)
         log.info("resumed %s at epoch %d", ckpt, state["epoch"])
 
     with bar(enabled=progress, transient=True) as pbar:
         task = pbar.add_task(description, total=cfg.epochs, completed=state["epoch"], status="")
         while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
             loss = _epoch(model, opt, loss_fn, feats, y, fit_idx, n_frames, cfg, rng, gen)
+            sched.step()
             val_ua = _ua(model, feats, y, val_idx, n_frames)
             state["epoch"] += 1
             state["history"].append({"epoch": state["epoch"], "loss": loss, "val_ua": val_ua})
@@ -154,7 +166,7 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
             log.info("%s epoch %d loss %.4f val_ua %.4f", description, state["epoch"], loss, val_ua)
             pbar.update(task, completed=state["epoch"], status=f"loss {loss:.3f} val UA {val_ua:.3f}")
             if ckpt is not None:
-                _save_checkpoint(ckpt, model, opt, rng, gen, state)
+                _save_checkpoint(ckpt, model, opt, sched, rng, gen, state)
     model.load_state_dict(state["best_state"])
     return FitResult(model.eval(), state["best_epoch"], state["best_ua"], state["history"])
 
@@ -190,10 +202,17 @@ def _ua(model, feats, y, idx, n_frames) -> float:
     return float(balanced_accuracy_score(y[idx], probs.argmax(axis=1)))
 
 
-def _save_checkpoint(path: Path, model, opt, rng, gen, state) -> None:
+def _lr_factor(cfg: TrainConfig):
+    if cfg.schedule == "constant":
+        return lambda epoch: 1.0
+    return lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
+
+
+def _save_checkpoint(path: Path, model, opt, sched, rng, gen, state) -> None:
     payload = {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
         "state": state,
         "rng": {"numpy": rng.bit_generator.state, "torch_gen": gen.get_state(),
                 "torch": torch.get_rng_state(), "python": random.getstate()},
@@ -201,10 +220,11 @@ def _save_checkpoint(path: Path, model, opt, rng, gen, state) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _resume(path: Path, model, opt, rng, gen) -> dict:
+def _resume(path: Path, model, opt, sched, rng, gen) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(payload["model"])
     opt.load_state_dict(payload["optimizer"])
+    sched.load_state_dict(payload["scheduler"])
     rng.bit_generator.state = payload["rng"]["numpy"]
     gen.set_state(payload["rng"]["torch_gen"])
     torch.set_rng_state(payload["rng"]["torch"])
