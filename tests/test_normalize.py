@@ -41,3 +41,19 @@ def test_speaker_normalised_run_predicts_adapts_and_says_so(ravdess_dir, tmp_pat
     p.speaker_stats_ = None
     rows = p.timeline(write(tmp_path / "t.wav", y, 16000))
     assert len(rows) == 1
+
+
+def test_pooled_corpora_get_groups(ravdess_dir, tmp_path):
+    from emovox.experiment import load_dataset
+
+    from .conftest import write as write_audio
+
+    emodb = tmp_path / "emodb" / "wav"
+    for name, e in [("03a01Wa", "angry"), ("08a01Na", "neutral"), ("09a01Ta", "sad")]:
+        write_audio(emodb / f"{name}.wav", tone(PITCH[e], 1.0, 16000), 16000)
+    ds = load_dataset([("ravdess", ravdess_dir), ("emodb", tmp_path / "emodb")],
+                      features=FeatureConfig(n_mels=32), cache_dir=None, progress=False, classes=("angry", "sad"))
+    assert set(ds.labels) == {"angry", "sad"}
+    corpora = [u.corpus for u in ds.utterances]
+    assert corpora.count("emodb") == 2
+    assert ds.groups.tolist() == [0 if c == "emodb" else 1 for c in corpora]

@@ -101,6 +101,10 @@ def report_markdown(metrics: dict, *, baseline: dict | None = None, image: str |
     m, s = metrics["mean"], metrics["std"]
     lines += ["", f"Mean ± std over folds: UA {m['ua']:.3f} ± {s['ua']:.3f}, WA {m['wa']:.3f} ± {s['wa']:.3f}, "
               f"macro-F1 {m['macro_f1']:.3f} ± {s['macro_f1']:.3f}."]
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        lines += ["", f"Expected calibration error (15 bins, mean over folds): {c['ece_before']:.3f} before, "
+                  f"{c['ece_after']:.3f} after temperature scaling fitted on each fold's validation speakers."]
     if image:
         lines += ["", f"![confusion matrix]({image})"]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from emovox import __version__, baseline, models, normalize
 from emovox import labels as labelmod
 from emovox.cache import atomic_write, extract_files
+from emovox.calibrate import ece, fit_temperature
 from emovox.config import to_dict
 from emovox.corpora import Utterance, load_corpus
 from emovox.errors import ConfigError, CorpusError
@@ -46,14 +48,22 @@ class Dataset:
     def speakers(self) -> list[str | None]:
         return [u.speaker for u in self.utterances]
 
+    @property
+    def groups(self) -> np.ndarray | None:
+        """Corpus index per utterance when several corpora are pooled, else ``None``."""
+        names = sorted({u.corpus for u in self.utterances})
+        return np.array([names.index(u.corpus) for u in self.utterances]) if len(names) > 1 else None
 
-def load_dataset(data: str | Path, *, corpus: str = "auto", features: FeatureConfig | None = None,
-                 classes: tuple[str, ...] | None = None, merge: dict | None = None,
-                 cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1, strict: bool = False,
-                 progress: bool = True) -> Dataset:
-    """Read a corpus, keep/merge classes, extract (cached) features, drop unreadable files."""
+
+def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus: str = "auto",
+                 features: FeatureConfig | None = None, classes: tuple[str, ...] | None = None,
+                 merge: dict | None = None, cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1,
+                 strict: bool = False, progress: bool = True) -> Dataset:
+    """Read one corpus (``data`` a path) or several (``[(corpus, path), ...]``), keep/merge
+    classes, extract (cached) features, drop unreadable files."""
     fcfg = features or FeatureConfig()
-    manifest = load_corpus(data, corpus=corpus)
+    sources = [(corpus, data)] if isinstance(data, (str, Path)) else list(data)
+    manifest = [u for name, path in sources for u in load_corpus(path, corpus=name)]
     mapped = labelmod.apply_label_map([u.label for u in manifest], keep=classes, merge=merge)
     manifest = [_relabel(u, lab) for u, lab in zip(manifest, mapped, strict=True) if lab is not None]
     if not manifest:
@@ -83,12 +93,13 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     idx = np.arange(len(ds.y))
     fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
     result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
-                 cfg=train, checkpoint_dir=out, progress=progress)
-    spec = model_spec(ds, features, train)
-    models.save(out / "model.pt", result.model, spec=spec)
+                 cfg=train, groups=ds.groups, checkpoint_dir=out, progress=progress)
+    calibration = _calibrate(result.model, feats, ds.y, val_idx, val_idx, features.clip_frames)
+    models.save(out / "model.pt", result.model, spec=model_spec(ds, features, train))
     probs = score_features(result.model, [feats[i] for i in val_idx], features.clip_frames)
     val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
-    metrics = {"name": _name(train, ds), "validation": val, "best_epoch": result.best_epoch,
+    metrics = {"name": _name(train, ds), "validation": val, "calibration": calibration,
+               "best_epoch": result.best_epoch,
                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "history": result.history,
                "n_train": len(fit_idx), "skipped": ds.skipped}
     _write_json(out / "metrics.json", metrics)
@@ -130,7 +141,9 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
         fold_rows.append(row)
     name = _name(train, ds) + ("" if independent else " [random-utterance split]")
     metrics = summarise(ds.y, y_pred, fold_rows, ds.labels, name=name, speaker_independent=independent,
-                        extra={"n_folds": len(splits), "skipped": ds.skipped, "emovox_version": __version__})
+                        extra={"n_folds": len(splits), "skipped": ds.skipped, "emovox_version": __version__,
+                               "calibration": {k: float(np.mean([r[k] for r in fold_rows]))
+                                               for k in ("ece_before", "ece_after")}})
     if with_baseline:
         metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
                                            seed=train.seed, independent=independent)
@@ -149,15 +162,26 @@ def _run_fold(ds, feats, fold, fold_dir: Path, features, train, independent, pro
     fit_idx, val_idx = validation_split(fold.train, ds.speakers, fraction=train.val_fraction, seed=train.seed,
                                         speaker_independent=independent)
     result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
-                 cfg=train, checkpoint_dir=fold_dir, progress=progress,
+                 cfg=train, groups=ds.groups, checkpoint_dir=fold_dir, progress=progress,
                  description=f"fold {fold.index + 1}")
+    calibration = _calibrate(result.model, feats, ds.y, val_idx, fold.test, features.clip_frames)
     pred = score_features(result.model, [feats[i] for i in fold.test], features.clip_frames).argmax(1)
     row = {"fold": fold.index, "test_speakers": list(fold.test_speakers),
-           **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict(), "best_epoch": result.best_epoch}
+           **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict(), "best_epoch": result.best_epoch,
+           **calibration}
     log.info("fold %d (%s): UA %.3f WA %.3f", fold.index, ", ".join(fold.test_speakers), row["ua"], row["wa"])
     _write_json(done, {"row": row, "pred": pred.tolist()})
     (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
     return row, pred
+
+
+def _calibrate(model, feats, y, val_idx, test_idx, n_frames) -> dict:
+    """Fit the temperature on ``val_idx`` (held-out speakers); ECE on ``test_idx`` before and after."""
+    test_feats = [feats[i] for i in test_idx]
+    before = ece(score_features(model, test_feats, n_frames), y[test_idx])
+    t = fit_temperature(model, [feats[i] for i in val_idx], y[val_idx], n_frames)
+    after = ece(score_features(model, test_feats, n_frames), y[test_idx])
+    return {"temperature": round(t, 4), "ece_before": before, "ece_after": after}
 
 
 def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, independent) -> dict:

@@ -47,7 +47,8 @@ class TrainConfig:
     patience : int
         Epochs without a better validation UA before stopping.
     class_weights : bool
-        Weight the loss by inverse class frequency of the training fold.
+        Weight the loss by inverse class frequency of the training fold (and, when the
+        data pools several corpora, by corpus within each class).
     speaker_norm : bool
         Z-score features per speaker (from that speaker's unlabelled audio) before the
         model; the run's name and report say so. See :mod:`emovox.normalize`.
@@ -101,6 +102,17 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return w
 
 
+def sample_weights(y: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Per-utterance loss weights that balance classes, and within them corpora (``groups``).
+
+    Every (group, class) cell gets the same total weight, so neither a frequent class nor
+    a large corpus dominates. With no groups this is ``class_weights(y)[y]``.
+    """
+    keys = y if groups is None else np.asarray(groups, dtype=np.int64) * (int(y.max()) + 1) + y
+    cell = np.unique(keys, return_inverse=True)[1]
+    return class_weights(cell, int(cell.max()) + 1)[cell]
+
+
 def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> torch.Tensor:
     """Mask random frequency bands (≤ F/8 rows) and time spans (≤ T/10 frames) with the batch mean."""
     x = x.clone()
@@ -117,8 +129,8 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> to
 
 
 def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray, *,
-        n_classes: int, n_frames: int, cfg: TrainConfig, checkpoint_dir: str | Path | None = None,
-        progress: bool = True, description: str = "train") -> FitResult:
+        n_classes: int, n_frames: int, cfg: TrainConfig, groups: np.ndarray | None = None,
+        checkpoint_dir: str | Path | None = None, progress: bool = True, description: str = "train") -> FitResult:
     """Train one model on ``fit_idx``, early-stopped on validation UA over ``val_idx``.
 
     Parameters
@@ -132,6 +144,8 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     n_classes, n_frames : int
         Output classes and the fixed model input length in frames.
     cfg : TrainConfig
+    groups : ndarray of int, optional
+        Corpus index per utterance; class weights then also balance corpora.
     checkpoint_dir : path, optional
         Where ``checkpoint.pt`` is written each epoch; an existing one is resumed.
     """
@@ -143,8 +157,9 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     model = models.build(cfg.model, n_features=feats[0].shape[0], n_frames=n_frames, n_classes=n_classes,
                          **cfg.model_kwargs)
     model.norm.fit([feats[i] for i in fit_idx])
-    weights = class_weights(y[fit_idx], n_classes) if cfg.class_weights else np.ones(n_classes)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    weights = np.zeros(len(y), dtype=np.float32)
+    weights[fit_idx] = sample_weights(y[fit_idx], None if groups is None else groups[fit_idx]) \
+        if cfg.class_weights else 1.0
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg))
     state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": []}
@@ -156,7 +171,7 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     with bar(enabled=progress, transient=True) as pbar:
         task = pbar.add_task(description, total=cfg.epochs, completed=state["epoch"], status="")
         while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
-            loss = _epoch(model, opt, loss_fn, feats, y, fit_idx, n_frames, cfg, rng, gen)
+            loss = _epoch(model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen)
             sched.step()
             val_ua = _ua(model, feats, y, val_idx, n_frames)
             state["epoch"] += 1
@@ -171,7 +186,7 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     return FitResult(model.eval(), state["best_epoch"], state["best_ua"], state["history"])
 
 
-def _epoch(model, opt, loss_fn, feats, y, fit_idx, n_frames, cfg, rng, gen) -> float:
+def _epoch(model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen) -> float:
     model.train()
     order = rng.permutation(fit_idx)
     total, seen = 0.0, 0
@@ -183,7 +198,8 @@ def _epoch(model, opt, loss_fn, feats, y, fit_idx, n_frames, cfg, rng, gen) -> f
         x = torch.from_numpy(xb)
         if cfg.spec_augment:
             x = spec_augment(model.norm(x), gen) * model.norm.std + model.norm.mean
-        loss = loss_fn(model(x), torch.from_numpy(y[idx]))
+        w = torch.from_numpy(weights[idx])
+        loss = (nn.functional.cross_entropy(model(x), torch.from_numpy(y[idx]), reduction="none") * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

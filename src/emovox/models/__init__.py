@@ -31,15 +31,17 @@ FORMAT = "emovox-model/1"
 
 
 class Classifier(nn.Module):
-    """Feature normalisation followed by one model family."""
+    """Feature normalisation, one model family, then logits divided by a temperature
+    (1 until calibration fits it on held-out speakers)."""
 
     def __init__(self, body: nn.Module, n_features: int):
         super().__init__()
         self.norm = FeatureNorm(n_features)
         self.body = body
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.norm(x))
+        return self.body(self.norm(x)) / self.temperature
 
 
 def build(name: str, *, n_features: int, n_frames: int, n_classes: int, **kwargs) -> Classifier:
