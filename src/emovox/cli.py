@@ -17,7 +17,7 @@ from emovox.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emotion recognition.")
 
-Data = Annotated[Path, typer.Option("--data", help="Corpus folder (or CSV with path,label[,speaker]).")]
+Data = Annotated[Path | None, typer.Option("--data", help="Corpus folder or CSV (default: the config's sources).")]
 Corpus = Annotated[str, typer.Option("--corpus", help="ravdess, cremad, tess, savee, emodb, folder or auto.")]
 ModelName = Annotated[str, typer.Option("--model", help="cnn_small, cnn, bilstm or crnn.")]
 Out = Annotated[Path, typer.Option("--out", help="Run dir to write.")]
@@ -67,7 +67,7 @@ def _settings(config: Path | None, model: str | None, epochs: int | None, seed: 
 
 @app.command()
 @friendly
-def train(data: Data, out: Out, corpus: Corpus = "auto", model: ModelName = None, config: ConfigFile = None,
+def train(out: Out, data: Data = None, corpus: Corpus = "auto", model: ModelName = None, config: ConfigFile = None,
           classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
           speaker_norm: SpeakerNorm = None, cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False,
           quiet: Quiet = False) -> None:
@@ -84,7 +84,7 @@ def train(data: Data, out: Out, corpus: Corpus = "auto", model: ModelName = None
 
 @app.command()
 @friendly
-def evaluate(data: Data, out: Out, corpus: Corpus = "auto", model: ModelName = None, config: ConfigFile = None,
+def evaluate(out: Out, data: Data = None, corpus: Corpus = "auto", model: ModelName = None, config: ConfigFile = None,
              folds: Annotated[str, typer.Option("--folds", help="k, 'loso' or 'random-utterance'.")] = "5",
              baseline: Annotated[bool, typer.Option(help="Also run eGeMAPS+SVM on the same folds.")] = False,
              classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,

@@ -243,6 +243,7 @@ class Settings:
     train: TrainConfig = field(default_factory=TrainConfig)
     classes: tuple[str, ...] | None = None
     merge: dict | None = None
+    sources: tuple[tuple[str, str], ...] | None = None
 
     @classmethod
     def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
@@ -266,27 +267,37 @@ class Settings:
         if merge:
             data["merge"] = dict(pair.split("=", 1) for pair in merge.split(","))
         keep = data.get("classes")
+        unknown = sorted(set(data) - {"classes", "merge", "sources"})
+        if unknown:
+            raise ConfigError(f"unknown data key(s) {unknown}", path=src, fix="use classes:, merge:, sources:")
+        sources = data.get("sources")
         return cls(
             features=from_dict(FeatureConfig, doc.get("features"), source=src),
             train=from_dict(TrainConfig, train_doc, source=src),
             classes=None if keep is None else tuple(labelmod.canonical(c) for c in keep),
             merge={labelmod.canonical(k): labelmod.canonical(v) for k, v in (data.get("merge") or {}).items()},
+            sources=None if not sources else tuple((str(k), str(v)) for k, v in sources.items()),
         )
 
     def to_dict(self) -> dict:
         return {"features": to_dict(self.features), "train": to_dict(self.train),
-                "data": {"classes": list(self.classes) if self.classes else None, "merge": self.merge}}
+                "data": {"classes": list(self.classes) if self.classes else None, "merge": self.merge,
+                         "sources": dict(self.sources) if self.sources else None}}
 
 
 def _dataset(data, s: Settings, *, corpus, cache_dir, jobs, strict, progress) -> Dataset:
+    if data is None:
+        if not s.sources:
+            raise ConfigError("no data given", fix="pass --data DIR, or list data: sources: in the --config file")
+        data = s.sources
     return load_dataset(data, corpus=corpus, features=s.features, classes=s.classes, merge=s.merge,
                         cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, strict=strict,
                         progress=progress)
 
 
-def train(data: str | Path, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
+def train(data: str | Path | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
           cache_dir: str | Path | None = None, jobs: int = 1, strict: bool = False, progress: bool = True) -> dict:
-    """Read a corpus and train one model into run dir ``out`` (see :func:`train_run`).
+    """Read a corpus (or the config's ``data: sources:``) and train one model into run dir ``out``.
 
     Examples
     --------
@@ -294,16 +305,17 @@ def train(data: str | Path, out: str | Path, settings: Settings | None = None, *
     """
     s = settings or Settings()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
-    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data), "corpus": corpus})
+    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data) if data else None, "corpus": corpus})
     return train_run(ds, out, features=s.features, train=s.train, progress=progress)
 
 
-def evaluate(data: str | Path, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
+def evaluate(data: str | Path | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
              folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = None,
              jobs: int = 1, strict: bool = False, progress: bool = True) -> dict:
     """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`)."""
     s = settings or Settings()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
-    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data), "corpus": corpus}, folds=folds)
+    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data) if data else None, "corpus": corpus},
+                 folds=folds)
     return cross_validate(ds, out, features=s.features, train=s.train, folds=folds, with_baseline=with_baseline,
                           cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, progress=progress)
