@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emoti
 Data = Annotated[Path | None, typer.Option("--data", help="Corpus folder or CSV (default: the config's sources).")]
 Corpus = Annotated[str, typer.Option("--corpus", help="ravdess, cremad, tess, savee, emodb, folder or auto.")]
 ModelName = Annotated[str, typer.Option("--model", help="cnn_small, cnn, bilstm or crnn.")]
-Out = Annotated[Path, typer.Option("--out", help="Run dir to write.")]
+Out = Annotated[Path | None, typer.Option("--out", help="Run dir to write.")]
+Resume = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run dir.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML/JSON with features:, train:, data: sections.")]
 Classes = Annotated[str | None, typer.Option("--classes", help="Comma-separated classes to keep.")]
 Merge = Annotated[str | None, typer.Option("--merge", help="Class merges, e.g. calm=neutral,boredom=neutral.")]
@@ -35,26 +37,41 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
 def friendly(fn):
-    """Turn emovox errors into one red line and exit code 2."""
+    """Turn emovox errors into one red line and exit code 2; SIGINT/SIGTERM into a resume hint."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except EmovoxError as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted:[/yellow] rerun the same command to resume")
+            run = kwargs.get("resume") or kwargs.get("out")
+            hint = f"resume with `emovox {fn.__name__} --resume {run}`" if run else "rerun the command"
+            console.print(f"[yellow]interrupted:[/yellow] the last complete epoch is saved; {hint}")
             raise typer.Exit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+
+
+def _required(out: Path | None) -> Path:
+    if out is None:
+        raise EmovoxError("missing --out", fix="pass --out RUN_DIR (or --resume RUN_DIR)")
+    return out
 
 
 def _settings(config: Path | None, model: str | None, epochs: int | None, seed: int | None,
@@ -67,16 +84,21 @@ def _settings(config: Path | None, model: str | None, epochs: int | None, seed: 
 
 @app.command()
 @friendly
-def train(out: Out, data: Data = None, corpus: Corpus = "auto", model: ModelName = None, config: ConfigFile = None,
+def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: ModelName = None,
+          config: ConfigFile = None,
           classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
           speaker_norm: SpeakerNorm = None, cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False,
-          quiet: Quiet = False) -> None:
+          quiet: Quiet = False, resume: Resume = None) -> None:
     """Train one model on all speakers of a corpus and write a run dir."""
     from emovox import experiment
 
-    s = _settings(config, model, epochs, seed, speaker_norm, classes, merge)
-    metrics = experiment.train(data, out, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                               progress=not quiet)
+    if resume is not None:
+        metrics = experiment.resume(resume, cache_dir=cache_dir, jobs=jobs, progress=not quiet)
+        out = resume
+    else:
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge)
+        metrics = experiment.train(data, _required(out), s, corpus=corpus, cache_dir=cache_dir, jobs=jobs,
+                                   strict=strict, progress=not quiet)
     v = metrics["validation"]
     console.print(f"[green]trained[/green] {metrics['name']}: validation UA {v['ua']:.3f} WA {v['wa']:.3f} "
                   f"(held-out speakers) -> {out}")
@@ -84,18 +106,25 @@ def train(out: Out, data: Data = None, corpus: Corpus = "auto", model: ModelName
 
 @app.command()
 @friendly
-def evaluate(out: Out, data: Data = None, corpus: Corpus = "auto", model: ModelName = None, config: ConfigFile = None,
+def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: ModelName = None,
+             config: ConfigFile = None,
              folds: Annotated[str, typer.Option("--folds", help="k, 'loso' or 'random-utterance'.")] = "5",
              baseline: Annotated[bool, typer.Option(help="Also run eGeMAPS+SVM on the same folds.")] = False,
              classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
-             speaker_norm: SpeakerNorm = None, cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False,
-          quiet: Quiet = False) -> None:
+             speaker_norm: SpeakerNorm = None, cache_dir: CacheDir = None,
+             jobs: Annotated[int, typer.Option("--jobs", help="Folds (and extraction) in parallel processes.")] = 1,
+             threads: Annotated[int | None, typer.Option(help="Torch threads per fold (default cores/jobs).")] = None,
+             strict: Strict = False, quiet: Quiet = False, resume: Resume = None) -> None:
     """Speaker-grouped cross-validation: metrics.json, report.md, confusion_matrix.png."""
     from emovox import experiment
 
-    s = _settings(config, model, epochs, seed, speaker_norm, classes, merge)
-    m = experiment.evaluate(data, out, s, corpus=corpus, folds=folds, with_baseline=baseline,
-                            cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
+    if resume is not None:
+        m = experiment.resume(resume, cache_dir=cache_dir, jobs=jobs, progress=not quiet)
+        out = resume
+    else:
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge)
+        m = experiment.evaluate(data, _required(out), s, corpus=corpus, folds=folds, with_baseline=baseline,
+                                cache_dir=cache_dir, jobs=jobs, threads=threads, strict=strict, progress=not quiet)
     line = f"[green]{m['name']}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"
     if "baseline" in m:
         line += f" | eGeMAPS+SVM UA {m['baseline']['ua']:.3f}"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from emovox.evaluate import report_markdown, scores, summarise
 from emovox.features import FeatureConfig
 from emovox.plots import plot_confusion
 from emovox.predict import score_features
+from emovox.progress import bar
 from emovox.splits import make_folds, validation_split
 from emovox.train import TrainConfig, fit
 
@@ -123,11 +126,12 @@ def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig) -> dict
 
 def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
                    folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = DEFAULT_CACHE,
-                   jobs: int = 1, progress: bool = True) -> dict:
+                   jobs: int = 1, threads: int | None = None, progress: bool = True) -> dict:
     """Speaker-grouped cross-validation of one model (and optionally the eGeMAPS+SVM baseline).
 
     Writes ``metrics.json`` (``ua``, ``wa``, ``macro_f1``, ``folds``), ``report.md`` and
-    ``confusion_matrix.png`` into ``out``; finished folds are reused on a rerun.
+    ``confusion_matrix.png`` into ``out``; finished folds are reused on a rerun. ``jobs``
+    folds run in parallel processes with ``threads`` torch threads each.
     """
     out = _open_run(out)
     splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed)
@@ -135,8 +139,8 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     feats = model_inputs(ds, train)
     y_pred = np.zeros_like(ds.y)
     fold_rows = []
-    for fold in splits:
-        row, pred = _run_fold(ds, feats, fold, out / "folds" / f"{fold.index}", features, train, independent, progress)
+    for fold, (row, pred) in zip(splits, _run_folds(ds, feats, splits, out, features, train, independent,
+                                                    jobs, threads, progress), strict=True):
         y_pred[fold.test] = pred
         fold_rows.append(row)
     name = _name(train, ds) + ("" if independent else " [random-utterance split]")
@@ -152,6 +156,50 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     report = report_markdown(metrics, baseline=metrics.get("baseline"), image="confusion_matrix.png")
     atomic_write(out / "report.md", lambda p: p.write_text(report))
     return metrics
+
+
+def _run_folds(ds, feats, splits, out: Path, features, train, independent, jobs, threads, progress) -> list:
+    """Each fold's (row, predictions), serially or in ``jobs`` worker processes.
+
+    Each fold trains with ``threads`` torch threads (default ``cores // jobs``) and is
+    seeded the same way wherever it runs, so runs with the same threads per fold write
+    the same numbers, serial or parallel. (Float sums depend on the thread count.)
+    """
+    from emovox.parallel import set_threads
+
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+    args = [(fold, out / "folds" / f"{fold.index}", features, train, independent) for fold in splits]
+    if jobs <= 1:
+        set_threads(threads)
+        return [_run_fold(ds, feats, *a, progress) for a in args]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    results = {}
+    with bar(enabled=progress) as pbar, ProcessPoolExecutor(
+            jobs, mp_context=mp.get_context("spawn"), initializer=_init_fold_worker,
+            initargs=(ds, feats, threads)) as pool:
+        task = pbar.add_task(f"{len(splits)} folds, {jobs} at a time", total=len(splits), status="")
+        futures = {pool.submit(_fold_in_worker, *a): a[0].index for a in args}
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index] = future.result()
+            pbar.update(task, advance=1, status=f"fold {index + 1} UA {results[index][0]['ua']:.3f}")
+    return [results[fold.index] for fold in splits]
+
+
+_WORKER: dict = {}
+
+
+def _init_fold_worker(ds, feats, threads: int) -> None:
+    from emovox.parallel import set_threads
+
+    set_threads(threads)
+    _WORKER.update(ds=ds, feats=feats)
+
+
+def _fold_in_worker(fold, fold_dir, features, train, independent):
+    return _run_fold(_WORKER["ds"], _WORKER["feats"], fold, fold_dir, features, train, independent, False)
 
 
 def _run_fold(ds, feats, fold, fold_dir: Path, features, train, independent, progress) -> tuple[dict, np.ndarray]:
@@ -250,10 +298,20 @@ class Settings:
               seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
               merge: str | None = None) -> Settings:
         """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
-        from emovox.config import from_dict, load_file
+        from emovox.config import load_file
 
         doc = load_file(config) if config else {}
-        src = str(config or "config")
+        return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
+                            speaker_norm=speaker_norm, classes=classes, merge=merge)
+
+    @classmethod
+    def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
+                 seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
+                 merge: str | None = None) -> Settings:
+        """Settings from a parsed config document plus command-line overrides."""
+        from emovox.config import from_dict
+
+        src = source
         unknown = sorted(set(doc) - {"features", "train", "data"})
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
@@ -309,13 +367,36 @@ def train(data: str | Path | None, out: str | Path, settings: Settings | None = 
     return train_run(ds, out, features=s.features, train=s.train, progress=progress)
 
 
+def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: int = 1,
+           progress: bool = True) -> dict:
+    """Continue an interrupted ``train`` or ``evaluate`` run from its last complete checkpoint.
+
+    The run dir's ``config.json`` says what the run was; finished folds and epochs are kept.
+    """
+    from emovox.config import load_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ConfigError("not a run dir (no config.json)", path=run_dir, fix="pass the --out of the interrupted run")
+    doc = load_file(run_dir / "config.json")
+    source = doc.pop("corpus")
+    folds = doc.pop("folds", None)
+    with_baseline = doc.pop("baseline", False)
+    settings = Settings.from_doc(doc, source=str(run_dir / "config.json"))
+    kw = dict(corpus=source["corpus"], cache_dir=cache_dir, jobs=jobs, progress=progress)
+    if folds is None:
+        return train(source["data"], run_dir, settings, **kw)
+    return evaluate(source["data"], run_dir, settings, folds=folds, with_baseline=with_baseline, **kw)
+
+
 def evaluate(data: str | Path | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
              folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = None,
-             jobs: int = 1, strict: bool = False, progress: bool = True) -> dict:
+             jobs: int = 1, threads: int | None = None, strict: bool = False, progress: bool = True) -> dict:
     """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`)."""
     s = settings or Settings()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
     write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data) if data else None, "corpus": corpus},
-                 folds=folds)
+                 folds=folds, baseline=with_baseline)
     return cross_validate(ds, out, features=s.features, train=s.train, folds=folds, with_baseline=with_baseline,
-                          cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, progress=progress)
+                          cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, threads=threads,
+                          progress=progress)

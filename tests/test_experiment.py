@@ -1,0 +1,86 @@
+"""Cross-validation orchestration: parallel folds, resume, configuration files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from emovox import experiment
+from emovox.errors import ConfigError
+from emovox.experiment import Settings
+from emovox.features import FeatureConfig
+from emovox.train import TrainConfig
+
+SETTINGS = Settings(features=FeatureConfig(n_mels=32, clip_s=1.0),
+                    train=TrainConfig(model="cnn", epochs=3, batch_size=8, lr=3e-3))
+
+
+def _strip(metrics):
+    return {k: v for k, v in metrics.items() if k not in ("skipped",)}
+
+
+def test_parallel_folds_equal_serial(ravdess_dir, tmp_path):
+    kw = dict(folds=2, cache_dir=tmp_path / "c", progress=False, threads=1)
+    serial = experiment.evaluate(ravdess_dir, tmp_path / "serial", SETTINGS, jobs=1, **kw)
+    parallel = experiment.evaluate(ravdess_dir, tmp_path / "parallel", SETTINGS, jobs=2, **kw)
+    assert _strip(serial) == _strip(parallel)
+
+
+def test_settings_file_roundtrip_and_errors(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("features: {n_mels: 40}\ntrain: {model: crnn}\n"
+                   "data: {classes: [Anger, sad], merge: {calm: neutral}}\n")
+    s = Settings.build(cfg, epochs=7)
+    assert s.features.n_mels == 40 and s.train.model == "crnn" and s.train.epochs == 7
+    assert s.classes == ("angry", "sad") and s.merge == {"calm": "neutral"}
+    assert Settings.from_doc(json.loads(json.dumps(s.to_dict()))) == s
+    cfg.write_text("train: {modle: cnn}\n")
+    with pytest.raises(ConfigError, match="modle"):
+        Settings.build(cfg)
+
+
+def _train_cmd(data, out, cache, epochs):
+    return [sys.executable, "-m", "emovox.cli", "train", "--data", str(data), "--out", str(out), "--model", "cnn",
+            "--epochs", str(epochs), "--cache-dir", str(cache), "--quiet", "--config", str(out.parent / "t.yaml")]
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(ravdess_dir, tmp_path):
+    (tmp_path / "t.yaml").write_text("features: {n_mels: 32, clip_s: 1.0}\ntrain: {batch_size: 4, patience: 50}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    epochs = 8
+    subprocess.run(_train_cmd(ravdess_dir, tmp_path / "full", tmp_path / "c", epochs), check=True, env=env)
+    victim = subprocess.Popen(_train_cmd(ravdess_dir, tmp_path / "killed", tmp_path / "c", epochs), env=env)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert ckpt.exists() and not (tmp_path / "killed" / "model.pt").exists()
+    r = subprocess.run([sys.executable, "-m", "emovox.cli", "train", "--resume", str(tmp_path / "killed"),
+                        "--cache-dir", str(tmp_path / "c"), "--quiet"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    full = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    resumed = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    assert max((full[k].float() - resumed[k].float()).abs().max().item() for k in full) <= 1e-6
+
+
+def test_sigterm_checkpoints_and_names_the_resume_command(ravdess_dir, tmp_path):
+    (tmp_path / "t.yaml").write_text("features: {n_mels: 32, clip_s: 1.0}\ntrain: {batch_size: 4, patience: 50}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_train_cmd(ravdess_dir, tmp_path / "run", tmp_path / "c", 200), env=env,
+                            stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"emovox train --resume {tmp_path / 'run'}" in " ".join(err.split())
