@@ -88,20 +88,42 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
           config: ConfigFile = None,
           classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
           speaker_norm: SpeakerNorm = None, cache_dir: CacheDir = None, jobs: Jobs = 1, strict: Strict = False,
-          quiet: Quiet = False, resume: Resume = None) -> None:
-    """Train one model on all speakers of a corpus and write a run dir."""
-    from emovox import experiment
+          quiet: Quiet = False, resume: Resume = None,
+          nproc: Annotated[int, typer.Option(help="Train with N processes (torch.distributed, this machine).")] = 1
+          ) -> None:
+    """Train one model on all speakers of a corpus and write a run dir.
 
-    if resume is not None:
-        metrics = experiment.resume(resume, cache_dir=cache_dir, jobs=jobs, progress=not quiet)
-        out = resume
-    else:
+    Also runs under ``torchrun -m emovox train ...`` (one model, DistributedDataParallel).
+    """
+    from emovox import distributed, experiment
+
+    if resume is None:
         s = _settings(config, model, epochs, seed, speaker_norm, classes, merge)
-        metrics = experiment.train(data, _required(out), s, corpus=corpus, cache_dir=cache_dir, jobs=jobs,
-                                   strict=strict, progress=not quiet)
+        job = (experiment.train, data, _required(out), s)
+        kw = dict(corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
+    else:
+        job, out = (experiment.resume, resume), resume
+        kw = dict(cache_dir=cache_dir, jobs=jobs, progress=not quiet)
+    if nproc > 1:
+        distributed.spawn(_call, nproc, job, kw)
+        metrics = json.loads((out / "metrics.json").read_text())
+    elif distributed.launched_by_torchrun():
+        distributed.init_from_env()
+        metrics = _call(job, kw)
+        if not distributed.is_main():
+            distributed.exit_torchrun_worker(0)
+    else:
+        metrics = _call(job, kw)
     v = metrics["validation"]
     console.print(f"[green]trained[/green] {metrics['name']}: validation UA {v['ua']:.3f} WA {v['wa']:.3f} "
                   f"(held-out speakers) -> {out}")
+    if distributed.launched_by_torchrun():
+        distributed.exit_torchrun_worker(0)
+
+
+def _call(job: tuple, kw: dict):
+    fn, *args = job
+    return fn(*args, **kw)
 
 
 @app.command()

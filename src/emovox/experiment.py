@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox import __version__, baseline, models, normalize
+from emovox import __version__, baseline, distributed, models, normalize
 from emovox import labels as labelmod
 from emovox.cache import atomic_write, extract_files
 from emovox.calibrate import ece, fit_temperature
@@ -71,8 +71,15 @@ def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus:
     manifest = [_relabel(u, lab) for u, lab in zip(manifest, mapped, strict=True) if lab is not None]
     if not manifest:
         raise CorpusError(f"no files left after keeping classes {classes}", path=data)
-    ext = extract_files([u.path for u in manifest], fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                        progress=progress)
+    paths = [u.path for u in manifest]
+    if distributed.world() > 1:  # each rank fills its shard of the shared cache, then all read it
+        if cache_dir is None:
+            raise ConfigError("distributed training needs a feature cache", fix="pass --cache-dir on a shared disk")
+        extract_files(paths, fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
+                      shard=(distributed.rank(), distributed.world()), progress=progress and distributed.is_main())
+        distributed.barrier()
+    ext = extract_files(paths, fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
+                        progress=progress and distributed.is_main())
     if ext.skipped:
         log.warning("skipped %d unreadable or silent file(s):\n  %s", len(ext.skipped),
                     "\n  ".join(ext.skipped.values()))
@@ -98,16 +105,30 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
                  cfg=train, groups=ds.groups, checkpoint_dir=out, progress=progress)
     calibration = _calibrate(result.model, feats, ds.y, val_idx, val_idx, features.clip_frames)
-    models.save(out / "model.pt", result.model, spec=model_spec(ds, features, train))
     probs = score_features(result.model, [feats[i] for i in val_idx], features.clip_frames)
     val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
     metrics = {"name": _name(train, ds), "validation": val, "calibration": calibration,
                "best_epoch": result.best_epoch,
                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "history": result.history,
-               "n_train": len(fit_idx), "skipped": ds.skipped}
-    _write_json(out / "metrics.json", metrics)
-    (out / "checkpoint.pt").unlink(missing_ok=True)
+               "n_train": len(fit_idx), "skipped": ds.skipped,
+               "ranks": {"world_size": distributed.world(), "weights_sha256": distributed.gather(
+                   _weights_digest(result.model))}}
+    if distributed.is_main():
+        models.save(out / "model.pt", result.model, spec=model_spec(ds, features, train))
+        _write_json(out / "metrics.json", metrics)
+        (out / "checkpoint.pt").unlink(missing_ok=True)
+    distributed.barrier()
     return metrics
+
+
+def _weights_digest(model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig) -> dict:
@@ -261,6 +282,8 @@ def _name(train: TrainConfig, ds: Dataset) -> str:
 def _open_run(out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():
+        return out
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("emovox")
@@ -276,7 +299,8 @@ def _open_run(out: str | Path) -> Path:
 def write_config(out: str | Path, **sections) -> None:
     """Save the run's configuration (dataclasses or plain values) as ``config.json``."""
     data = {k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in sections.items()}
-    _write_json(Path(out) / "config.json", data)
+    if distributed.is_main():
+        _write_json(Path(out) / "config.json", data)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from emovox import models
+from emovox import distributed, models
 from emovox.cache import atomic_write
 from emovox.errors import ConfigError
 from emovox.features import fit_frames
@@ -148,6 +147,12 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
         Corpus index per utterance; class weights then also balance corpora.
     checkpoint_dir : path, optional
         Where ``checkpoint.pt`` is written each epoch; an existing one is resumed.
+
+    Under ``torch.distributed`` every rank calls this with the same arguments: the model
+    is wrapped in DistributedDataParallel (SyncBatchNorm on GPU; on CPU, where torch has
+    no SyncBatchNorm, running statistics are averaged over ranks after each epoch), each rank trains on
+    its shard of every epoch's permutation, validation counts are summed over ranks so
+    all ranks take the same early-stopping decision, and only rank 0 writes checkpoints.
     """
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -160,6 +165,11 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     weights = np.zeros(len(y), dtype=np.float32)
     weights[fit_idx] = sample_weights(y[fit_idx], None if groups is None else groups[fit_idx]) \
         if cfg.class_weights else 1.0
+    net = model
+    if distributed.world() > 1:
+        if torch.cuda.is_available():  # torch's SyncBatchNorm is GPU-only; on CPU DDP broadcasts BN buffers
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg))
     state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": []}
@@ -168,10 +178,11 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
         state = _resume(ckpt, model, opt, sched, rng, gen)
         log.info("resumed %s at epoch %d", ckpt, state["epoch"])
 
-    with bar(enabled=progress, transient=True) as pbar:
+    with bar(enabled=progress and distributed.is_main(), transient=True) as pbar:
         task = pbar.add_task(description, total=cfg.epochs, completed=state["epoch"], status="")
         while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
-            loss = _epoch(model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen)
+            loss = _epoch(net, model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen)
+            distributed.average_buffers(model)
             sched.step()
             val_ua = _ua(model, feats, y, val_idx, n_frames)
             state["epoch"] += 1
@@ -180,15 +191,16 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
                 state.update(best_ua=val_ua, best_epoch=state["epoch"], best_state=copy.deepcopy(model.state_dict()))
             log.info("%s epoch %d loss %.4f val_ua %.4f", description, state["epoch"], loss, val_ua)
             pbar.update(task, completed=state["epoch"], status=f"loss {loss:.3f} val UA {val_ua:.3f}")
-            if ckpt is not None:
+            if ckpt is not None and distributed.is_main():
                 _save_checkpoint(ckpt, model, opt, sched, rng, gen, state)
     model.load_state_dict(state["best_state"])
     return FitResult(model.eval(), state["best_epoch"], state["best_ua"], state["history"])
 
 
-def _epoch(model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen) -> float:
-    model.train()
-    order = rng.permutation(fit_idx)
+def _epoch(net, model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen) -> float:
+    """One pass over this rank's shard of a fresh permutation; returns the mean loss over all ranks."""
+    net.train()
+    order = distributed.shard(rng.permutation(fit_idx))
     total, seen = 0.0, 0
     for i in range(0, len(order), cfg.batch_size):
         idx = order[i : i + cfg.batch_size]
@@ -199,13 +211,14 @@ def _epoch(model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen) -> f
         if cfg.spec_augment:
             x = spec_augment(model.norm(x), gen) * model.norm.std + model.norm.mean
         w = torch.from_numpy(weights[idx])
-        loss = (nn.functional.cross_entropy(model(x), torch.from_numpy(y[idx]), reduction="none") * w).sum() / w.sum()
+        loss = (nn.functional.cross_entropy(net(x), torch.from_numpy(y[idx]), reduction="none") * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         total += loss.item() * len(idx)
         seen += len(idx)
-    return total / max(1, seen)
+    total, seen = distributed.sum_array(np.array([total, seen]))
+    return float(total / max(1, seen))
 
 
 def _crop_start(feat: np.ndarray, n: int, rng: np.random.Generator) -> int:
@@ -214,8 +227,15 @@ def _crop_start(feat: np.ndarray, n: int, rng: np.random.Generator) -> int:
 
 
 def _ua(model, feats, y, idx, n_frames) -> float:
-    probs = score_features(model, [feats[i] for i in idx], n_frames)
-    return float(balanced_accuracy_score(y[idx], probs.argmax(axis=1)))
+    """Validation UA; each rank scores a slice and the confusion counts are summed."""
+    mine = idx[distributed.rank() :: distributed.world()]
+    pred = score_features(model, [feats[i] for i in mine], n_frames).argmax(axis=1) if len(mine) else []
+    k = int(y.max()) + 1
+    counts = np.zeros((k, k))
+    np.add.at(counts, (y[mine], np.asarray(pred, dtype=np.int64)), 1)
+    counts = distributed.sum_array(counts)
+    support = counts.sum(axis=1)
+    return float(np.mean(np.diag(counts)[support > 0] / support[support > 0]))
 
 
 def _lr_factor(cfg: TrainConfig):

@@ -1,0 +1,130 @@
+"""torch.distributed plumbing: one code path for one process and for many.
+
+Launch with ``torchrun --nproc-per-node N -m emovox train ...`` (env:// rendezvous, any
+number of machines) or ``emovox train --nproc N ...`` (``torch.multiprocessing.spawn``
+with a ``file://`` rendezvous on this machine). The backend follows the device: gloo on
+CPU, nccl on GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_from_env() -> None:
+    """Join the process group described by torchrun's environment variables."""
+    from emovox.parallel import set_threads
+
+    if not active():
+        dist.init_process_group(backend(), init_method="env://")
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+        set_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def sum_array(x: np.ndarray) -> np.ndarray:
+    """Element-wise sum of ``x`` over all ranks (identity in one process)."""
+    if not active():
+        return x
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    dist.all_reduce(t)
+    return t.numpy()
+
+
+def average_buffers(module: torch.nn.Module) -> None:
+    """Average floating-point buffers (batch-norm running statistics) over ranks, in place."""
+    if not active():
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf.data)
+            buf.data /= world()
+
+
+def gather(obj) -> list:
+    """``obj`` from every rank, in rank order."""
+    if not active():
+        return [obj]
+    out = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard(indices: np.ndarray) -> np.ndarray:
+    """This rank's share of ``indices``, padded by wrap-around so every rank has as many."""
+    n = world()
+    if n == 1:
+        return indices
+    per = -(-len(indices) // n)
+    padded = np.resize(indices, per * n)
+    return padded[rank() :: n]
+
+
+def spawn(fn: Callable, nproc: int, *args) -> None:
+    """Run ``fn(*args)`` in ``nproc`` processes joined in one gloo/nccl group."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_spawned, args=(nproc, f"file://{tmp}/rendezvous", fn, args), nprocs=nproc, join=True)
+
+
+def _spawned(rank_: int, nproc: int, init_method: str, fn: Callable, args: tuple) -> None:
+    from emovox.parallel import set_threads
+
+    set_threads(max(1, (os.cpu_count() or 1) // nproc))
+    dist.init_process_group(backend(), init_method=init_method, rank=rank_, world_size=nproc)
+    try:
+        fn(*args)
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def exit_torchrun_worker(code: int = 0) -> None:
+    """End a torchrun worker without the interpreter's teardown.
+
+    With torch 2.13, torchrun workers abort at interpreter exit ("terminate called
+    without an active exception") about one run in five; flushing and ``os._exit``
+    avoids it.
+    """
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
