@@ -2,11 +2,12 @@
 
 Usage::
 
-    python benchmarks/accuracy.py [--data ../shared/data] [--out runs/bench] [--models cnn_small,cnn,...]
+    python benchmarks/accuracy.py [--data ../shared/data] [--out runs/bench] [--only emodb/cnn+spk,...]
 
-Runs ``emovox evaluate`` (through the Python API) for RAVDESS (8 classes, 6 folds
-grouped by actor) and EMO-DB (7 classes, leave-one-speaker-out), then prints one table.
-Finished folds are reused, so an interrupted run resumes.
+Each system is one ``emovox evaluate`` run (through the Python API): RAVDESS with all 8
+classes in 6 folds grouped by actor, EMO-DB with all 7 classes leave-one-speaker-out.
+The first run of each corpus also runs eGeMAPSv02 + SVM on the same folds. Folds run 2
+at a time (1 torch thread each). Finished folds are reused, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -19,32 +20,56 @@ from emovox import experiment
 from emovox.experiment import Settings
 from emovox.train import TrainConfig
 
-SETUPS = {"ravdess": "6", "emodb": "loso"}
+FOLDS = {"ravdess": "6", "emodb": "loso"}
+EPOCHS = {"ravdess": 40, "emodb": 60}  # RAVDESS has 2.7x the utterances per epoch
+# (corpus, model, speaker normalisation), in the order they run
+SYSTEMS = [
+    ("emodb", "cnn", True),
+    ("ravdess", "cnn", True),
+    ("emodb", "cnn_small", False),
+    ("ravdess", "cnn_small", False),
+    ("emodb", "cnn", False),
+    ("ravdess", "cnn", False),
+    ("emodb", "crnn", True),
+]
+
+
+def tag(corpus: str, model: str, spk: bool) -> str:
+    return f"{corpus}/{model}{'+spk' if spk else ''}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--out", default="runs/bench")
-    ap.add_argument("--models", default="cnn_small,cnn,crnn,bilstm")
-    ap.add_argument("--corpora", default="ravdess,emodb")
+    ap.add_argument("--only", default="", help="comma-separated tags, e.g. emodb/cnn+spk,ravdess/cnn_small")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
-    rows = []
-    for corpus in args.corpora.split(","):
-        for i, name in enumerate(args.models.split(",")):
-            t0 = time.perf_counter()
-            m = experiment.evaluate(Path(args.data) / corpus, Path(args.out) / f"{corpus}-{name}",
-                                    Settings(train=TrainConfig(model=name)), corpus=corpus,
-                                    folds=SETUPS[corpus], with_baseline=i == 0, jobs=args.jobs)
-            rows.append((corpus, m["name"], m, time.perf_counter() - t0))
-            if "baseline" in m:
-                rows.append((corpus, m["baseline"]["name"], m["baseline"], None))
-    print(f"\n| corpus | system | folds | UA | WA | macro-F1 | UA mean ± std over folds | wall (s) |")
+    wanted = set(filter(None, args.only.split(",")))
+    rows, with_baseline = [], set()
+    for corpus, model, spk in SYSTEMS:
+        name = tag(corpus, model, spk)
+        if wanted and name not in wanted:
+            continue
+        settings = Settings(train=TrainConfig(model=model, speaker_norm=spk, epochs=EPOCHS[corpus]))
+        baseline = corpus not in with_baseline
+        with_baseline.add(corpus)
+        t0 = time.perf_counter()
+        m = experiment.evaluate(Path(args.data) / corpus, Path(args.out) / name.replace("/", "-"), settings,
+                                corpus=corpus, folds=FOLDS[corpus], with_baseline=baseline, jobs=args.jobs,
+                                threads=1)
+        rows.append((corpus, m["name"], m, time.perf_counter() - t0))
+        if baseline:
+            rows.append((corpus, m["baseline"]["name"], m["baseline"], None))
+        print_table(rows)
+
+
+def print_table(rows) -> None:
+    print("\n| corpus | system | folds | UA | WA | macro-F1 | UA mean ± std over folds | wall (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for corpus, name, m, wall in rows:
-        print(f"| {corpus} | {name} | {SETUPS[corpus]} | {m['ua']:.3f} | {m['wa']:.3f} | {m['macro_f1']:.3f} | "
-              f"{m['mean']['ua']:.3f} ± {m['std']['ua']:.3f} | {'' if wall is None else f'{wall:.0f}'} |")
+        print(f"| {corpus} | {name} | {FOLDS[corpus]} | {m['ua']:.3f} | {m['wa']:.3f} | {m['macro_f1']:.3f} | "
+              f"{m['mean']['ua']:.3f} ± {m['std']['ua']:.3f} | {'' if wall is None else f'{wall:.0f}'} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -90,4 +90,4 @@ def test_config_validation():
         FeatureConfig(kind="cqt")
     with pytest.raises(ConfigError, match="deltas"):
         FeatureConfig(deltas=3)
-    assert FeatureConfig(clip_s=3.0).clip_frames == 188
+    assert FeatureConfig(clip_s=3.0).clip_frames == 188 and FeatureConfig().clip_frames == 126

@@ -169,6 +169,8 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
                         extra={"n_folds": len(splits), "skipped": ds.skipped, "emovox_version": __version__,
                                "calibration": {k: float(np.mean([r[k] for r in fold_rows]))
                                                for k in ("ece_before", "ece_after")}})
+    if ds.groups is not None:
+        metrics["per_corpus"] = _per_corpus(ds, y_pred)
     if with_baseline:
         metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
                                            seed=train.seed, independent=independent)
@@ -177,6 +179,19 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     report = report_markdown(metrics, baseline=metrics.get("baseline"), image="confusion_matrix.png")
     atomic_write(out / "report.md", lambda p: p.write_text(report))
     return metrics
+
+
+def _per_corpus(ds: Dataset, y_pred: np.ndarray) -> dict:
+    """Scores and confusion matrix of the pooled test predictions, corpus by corpus."""
+    from sklearn.metrics import confusion_matrix
+
+    out = {}
+    for name in sorted({u.corpus for u in ds.utterances}):
+        mask = np.array([u.corpus == name for u in ds.utterances])
+        out[name] = {**scores(ds.y[mask], y_pred[mask], len(ds.labels)).to_dict(),
+                     "confusion_matrix": confusion_matrix(ds.y[mask], y_pred[mask],
+                                                          labels=np.arange(len(ds.labels))).tolist()}
+    return out
 
 
 def _run_folds(ds, feats, splits, out: Path, features, train, independent, jobs, threads, progress) -> list:
@@ -199,7 +214,7 @@ def _run_folds(ds, feats, splits, out: Path, features, train, independent, jobs,
     results = {}
     with bar(enabled=progress) as pbar, ProcessPoolExecutor(
             jobs, mp_context=mp.get_context("spawn"), initializer=_init_fold_worker,
-            initargs=(ds, feats, threads)) as pool:
+            initargs=(ds, feats, threads, out)) as pool:
         task = pbar.add_task(f"{len(splits)} folds, {jobs} at a time", total=len(splits), status="")
         futures = {pool.submit(_fold_in_worker, *a): a[0].index for a in args}
         for future in as_completed(futures):
@@ -212,10 +227,11 @@ def _run_folds(ds, feats, splits, out: Path, features, train, independent, jobs,
 _WORKER: dict = {}
 
 
-def _init_fold_worker(ds, feats, threads: int) -> None:
+def _init_fold_worker(ds, feats, threads: int, out: Path) -> None:
     from emovox.parallel import set_threads
 
     set_threads(threads)
+    _open_run(out)  # this worker's log lines go to the run's train.log too
     _WORKER.update(ds=ds, feats=feats)
 
 

@@ -71,7 +71,7 @@ class FeatureConfig:
     top_db: float = 80.0
     prosody: bool = False
     trim_db: float | None = 30.0
-    clip_s: float = 3.0
+    clip_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -61,12 +61,12 @@ class TrainConfig:
 
     model: str = "cnn"
     model_kwargs: dict = field(default_factory=dict)
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 32
     lr: float = 1e-3
     schedule: str = "cosine"
     weight_decay: float = 1e-4
-    patience: int = 8
+    patience: int = 20
     class_weights: bool = True
     speaker_norm: bool = False
     spec_augment: bool = True

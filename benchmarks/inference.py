@@ -1,0 +1,74 @@
+"""Inference speed on CPU: real-time factor of ``timeline`` on a one-hour recording, per backend.
+
+Usage::
+
+    python benchmarks/inference.py [--model RUN_DIR] [--minutes 60] [--data ../shared/data/emodb]
+
+Builds a long recording (corpus utterances separated by 0.5-2 s pauses, written to a temp
+FLAC, never to the repository), then times ``Predictor.timeline`` with the PyTorch and
+the onnxruntime backend in the same process, and reports audio seconds per wall second
+(real-time factor) and peak memory growth. ``--model`` defaults to the bundled model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import resource
+import tempfile
+import time
+
+import numpy as np
+import soundfile as sf
+
+from emovox import audio
+from emovox.predict import Predictor
+
+
+def make_recording(path: str, files: list[str], minutes: float, sr: int = 16000) -> float:
+    rng = np.random.default_rng(0)
+    total = 0
+    with sf.SoundFile(path, "w", samplerate=sr, channels=1, format="FLAC") as out:
+        while total < minutes * 60 * sr:
+            for f in files:
+                y = audio.load(f, sr=sr)
+                gap = np.zeros(int(rng.uniform(0.5, 2.0) * sr), np.float32)
+                out.write(np.concatenate([y, gap]))
+                total += len(y) + len(gap)
+                if total >= minutes * 60 * sr:
+                    break
+    return total / sr
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--data", default="../shared/data/emodb")
+    args = ap.parse_args()
+    files = sorted(glob.glob(os.path.join(args.data, "**", "*.flac"), recursive=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "long.flac")
+        seconds = make_recording(path, files, args.minutes)
+        print(f"\nrecording: {seconds / 60:.1f} min, {os.path.getsize(path) / 1e6:.0f} MB FLAC; "
+              f"{os.cpu_count()} cores; model {args.model or 'bundled'}\n")
+        print("| backend | segments | wall (s) | x real time | peak RSS growth (MB) |")
+        print("|---|---|---|---|---|")
+        for backend in ("torch", "onnx"):
+            p = Predictor.load(args.model, backend=backend)
+            p.timeline(files[0])  # warm up
+            rss0 = peak_rss_mb()
+            t0 = time.perf_counter()
+            rows = p.timeline(path)
+            wall = time.perf_counter() - t0
+            print(f"| {backend} | {len(rows)} | {wall:.1f} | {seconds / wall:.0f} | {peak_rss_mb() - rss0:.0f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
