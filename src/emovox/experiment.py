@@ -336,22 +336,30 @@ class Settings:
     @classmethod
     def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
               seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-              merge: str | None = None) -> Settings:
+              merge: str | None = None, backbone: str | None = None) -> Settings:
         """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
         from emovox.config import load_file
 
         doc = load_file(config) if config else {}
         return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
-                            speaker_norm=speaker_norm, classes=classes, merge=merge)
+                            speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone)
 
     @classmethod
     def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
                  seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-                 merge: str | None = None) -> Settings:
-        """Settings from a parsed config document plus command-line overrides."""
+                 merge: str | None = None, backbone: str | None = None) -> Settings:
+        """Settings from a parsed config document plus command-line overrides.
+
+        ``backbone`` selects the self-supervised front end (``features.kind = "ssl"``) and,
+        unless another model is named, the ``ssl`` head.
+        """
         from emovox.config import from_dict
 
         src = source
+        features_doc = dict(doc.get("features") or {})
+        if backbone is not None:
+            features_doc.update(kind="ssl", backbone=str(backbone))
+            model = model or "ssl"
         unknown = sorted(set(doc) - {"features", "train", "data"})
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
@@ -369,8 +377,16 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown data key(s) {unknown}", path=src, fix="use classes:, merge:, sources:")
         sources = data.get("sources")
+        features = from_dict(FeatureConfig, features_doc, source=src)
+        if train_doc.get("model") == "ssl":
+            if features.kind != "ssl":
+                raise ConfigError("the ssl model needs ssl features", path=src, fix="pass --backbone DIR")
+            from emovox import ssl
+
+            train_doc["model_kwargs"] = {"n_layers": ssl.layout(features.backbone)[0],
+                                         **(train_doc.get("model_kwargs") or {})}
         return cls(
-            features=from_dict(FeatureConfig, doc.get("features"), source=src),
+            features=features,
             train=from_dict(TrainConfig, train_doc, source=src),
             classes=None if keep is None else tuple(labelmod.canonical(c) for c in keep),
             merge={labelmod.canonical(k): labelmod.canonical(v) for k, v in (data.get("merge") or {}).items()},

@@ -23,7 +23,7 @@ import scipy.signal
 
 from emovox.errors import ConfigError
 
-KINDS = ("logmel", "mfcc", "spectrogram")
+KINDS = ("logmel", "mfcc", "spectrogram", "ssl")
 AMIN = 1e-10  # librosa.power_to_db's floor
 PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
@@ -35,8 +35,9 @@ class FeatureConfig:
 
     Attributes
     ----------
-    kind : {"logmel", "mfcc", "spectrogram"}
-        Log-mel power (dB), MFCC, or log-magnitude STFT (dB).
+    kind : {"logmel", "mfcc", "spectrogram", "ssl"}
+        Log-mel power (dB), MFCC, log-magnitude STFT (dB), or the stacked hidden states
+        of a self-supervised encoder (see :mod:`emovox.ssl`).
     sample_rate : int
         Audio is resampled to this rate (Hz) first.
     n_fft, hop_length : int
@@ -57,6 +58,8 @@ class FeatureConfig:
         Trim leading/trailing audio quieter than this many dB below the peak.
     clip_s : float
         Fixed model input length in seconds (crop or zero-pad features to it).
+    backbone : str or None
+        Encoder directory for ``kind="ssl"`` (16 kHz only).
     """
 
     kind: str = "logmel"
@@ -72,6 +75,7 @@ class FeatureConfig:
     prosody: bool = False
     trim_db: float | None = 30.0
     clip_s: float = 2.0
+    backbone: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -82,18 +86,31 @@ class FeatureConfig:
             raise ConfigError("need 0 < hop_length <= n_fft")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ConfigError("n_mfcc cannot exceed n_mels")
+        if (self.kind == "ssl") != (self.backbone is not None):
+            raise ConfigError("kind='ssl' and a backbone go together", fix="pass --backbone DIR for the ssl model")
+        if self.kind == "ssl" and (self.sample_rate != 16000 or self.deltas or self.prosody):
+            raise ConfigError("ssl features need sample_rate 16000, no deltas and no prosody")
 
     @property
     def n_features(self) -> int:
+        if self.kind == "ssl":
+            from emovox import ssl
+
+            layers, hidden = ssl.layout(self.backbone)
+            return layers * hidden
         base = {"logmel": self.n_mels, "mfcc": self.n_mfcc, "spectrogram": self.n_fft // 2 + 1}[self.kind]
         return base * (1 + self.deltas) + (2 if self.prosody else 0)
 
     @property
     def clip_frames(self) -> int:
-        return 1 + int(self.clip_s * self.sample_rate) // self.hop_length
+        return self.n_frames(int(self.clip_s * self.sample_rate))
 
     def n_frames(self, n_samples: int) -> int:
         """Frames produced for a signal of ``n_samples`` (librosa's ``center=True`` count)."""
+        if self.kind == "ssl":
+            from emovox import ssl
+
+            return ssl.n_frames(self.backbone, n_samples)
         return 1 + n_samples // self.hop_length
 
 
@@ -170,6 +187,10 @@ def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarra
         return logmel_batch(signals, cfg)
     if cfg.kind == "mfcc":
         return mfcc_batch(signals, cfg)
+    if cfg.kind == "ssl":
+        from emovox import ssl
+
+        return ssl.hidden_states(signals, cfg.backbone)
     # log-magnitude: librosa.amplitude_to_db(|S|, ref=1.0, top_db) == 10*log10(max(amin², |S|²))
     return _to_db(_power_stft(signals, cfg), _n_frames(signals, cfg), cfg.top_db, 10.0)
 

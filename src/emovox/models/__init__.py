@@ -20,12 +20,14 @@ from emovox.errors import CheckpointError, ConfigError
 from emovox.models.cnn import CNN, SmallCNN
 from emovox.models.layers import FeatureNorm
 from emovox.models.rnn import CRNN, BiLSTM
+from emovox.models.ssl_head import SSLHead
 
 MODELS: dict[str, type[nn.Module]] = {
     "cnn_small": SmallCNN,
     "cnn": CNN,
     "bilstm": BiLSTM,
     "crnn": CRNN,
+    "ssl": SSLHead,
 }
 FORMAT = "emovox-model/1"
 
