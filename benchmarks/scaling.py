@@ -81,20 +81,21 @@ def main() -> None:
         for jobs, wall in rows:
             print(f"| {jobs} | {wall:.0f} | {rows[0][1] / wall:.2f}x | {wall * 60 / args.cv_epochs / 60:.0f} |")
 
-    from emovox.cache import config_hash
+    import soundfile as sf
+
+    from emovox.cache import FeatureCache, content_hash
     from emovox.experiment import DEFAULT_CACHE
     from emovox.features import FeatureConfig
 
-    cache = DEFAULT_CACHE / config_hash(FeatureConfig())
-    if cache.exists():
-        import soundfile as sf
-
-        files = list(Path(args.data).rglob("*.flac"))
-        hours = sum(sf.info(str(f)).duration for f in files) / 3600
-        size = sum(p.stat().st_size for p in cache.rglob("*.npy"))
-        count = len(list(cache.rglob("*.npy")))
-        print(f"\n## Cache\n\n{cache}: {count} entries, {size / 1e6:.0f} MB; "
-              f"{size / 1e6 / hours:.0f} MB per hour of audio (from {args.data}: {hours:.2f} h, trimmed)")
+    store = FeatureCache(DEFAULT_CACHE, FeatureConfig())
+    entries = [store.path(content_hash(f)) for f in Path(args.data).rglob("*.flac")]
+    present = [e for e in entries if e.exists()]
+    if present:
+        hours = sum(sf.info(str(f)).duration for f in Path(args.data).rglob("*.flac")) / 3600
+        size = sum(e.stat().st_size for e in present) * len(entries) / len(present)
+        print(f"\n## Cache\n\n{len(present)} of {len(entries)} files cached for the default log-mel config: "
+              f"{size / 1e6:.0f} MB for {hours:.2f} h of audio = {size / 1e6 / hours:.0f} MB per hour "
+              "(features of the trimmed audio)")
 
 
 if __name__ == "__main__":
