@@ -23,9 +23,10 @@ def _inputs():
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_onnxruntime_matches_torch(name):
     torch.manual_seed(0)
-    net = models.build(name, n_features=40, n_frames=CFG.clip_frames, n_classes=5).eval()
+    extra = {"n_layers": 5} if name == "ssl" else {}
+    net = models.build(name, n_features=40, n_frames=CFG.clip_frames, n_classes=5, **extra).eval()
     net.norm.fit([np.random.default_rng(1).normal(-40, 20, (40, 300)).astype(np.float32)])
-    spec = {"model": name, "model_kwargs": {"n_features": 40, "n_frames": CFG.clip_frames, "n_classes": 5},
+    spec = {"model": name, "model_kwargs": {"n_features": 40, "n_frames": CFG.clip_frames, "n_classes": 5, **extra},
             "labels": list("abcde")}
     onnx_model = OnnxModel(to_onnx_bytes(net, spec))
     assert onnx_model.spec["labels"] == list("abcde")

@@ -40,7 +40,7 @@ def test_class_weights_balanced():
 def test_each_model_learns_a_separable_task(tones, name):
     feats, y, spk = tones
     fit_idx, val_idx, test_idx = np.where(spk < 3)[0], np.where(spk == 3)[0], np.where(spk >= 4)[0]
-    small = {"hidden": 32} if name in ("bilstm", "crnn") else {}
+    small = {"bilstm": {"hidden": 32}, "crnn": {"hidden": 32}, "ssl": {"n_layers": 1}}.get(name, {})
     cfg = TrainConfig(model=name, model_kwargs=small, epochs=15, batch_size=8, lr=3e-3, patience=15)
     result = fit(feats, y, fit_idx, val_idx, n_classes=4, n_frames=CFG.clip_frames, cfg=cfg, progress=False)
     pred = score_features(result.model, [feats[i] for i in test_idx], CFG.clip_frames).argmax(1)
