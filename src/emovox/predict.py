@@ -109,9 +109,7 @@ class Predictor:
         dict or list of dict
             ``{"label": str, "scores": {label: probability}, "duration_s": float}``.
         """
-        single = isinstance(x, (str, Path, tuple, np.ndarray))
-        items = [x] if single else list(x)
-        signals = [self._signal(item, sr) for item in items]
+        signals, single = self._signals(x, sr)
         results = self.predict_signals(signals)
         return results[0] if single else results
 
@@ -121,8 +119,7 @@ class Predictor:
         Only matters for models trained with speaker normalisation; later predictions use
         these statistics. Without them, each input is normalised with its own.
         """
-        items = [x] if isinstance(x, (str, Path, tuple, np.ndarray)) else list(x)
-        self.speaker_stats_ = Stats.of(extract_batch([self._signal(i, sr) for i in items], self.features))
+        self.speaker_stats_ = Stats.of(extract_batch(self._signals(x, sr)[0], self.features))
         return self
 
     def predict_signals(self, signals: Sequence[np.ndarray], *, stats: Stats | None = None) -> list[dict]:
@@ -169,6 +166,11 @@ class Predictor:
         results = self.predict_signals([s.audio for s in segments], stats=stats)
         return [{"start": round(s.start, 3), "end": round(s.end, 3), "label": r["label"], "scores": r["scores"]}
                 for s, r in zip(segments, results, strict=True)]
+
+    def _signals(self, x: Input | Sequence[Input], sr: int | None) -> tuple[list[np.ndarray], bool]:
+        """Mono signals at the model's rate, and whether ``x`` was a single input."""
+        single = isinstance(x, (str, Path, tuple, np.ndarray))
+        return [self._signal(item, sr) for item in ([x] if single else x)], single
 
     def _signal(self, item: Input, sr: int | None) -> np.ndarray:
         target = self.features.sample_rate
