@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from emovox import experiment
-from emovox.experiment import Settings
+from emovox.settings import Settings
 from emovox.train import TrainConfig
 
 FOLDS = {"ravdess": "6", "emodb": "loso"}

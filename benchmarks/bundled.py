@@ -21,9 +21,10 @@ from pathlib import Path
 
 from emovox import experiment
 from emovox.bundled import sha256
+from emovox.dataset import load_dataset, model_inputs
 from emovox.evaluate import scores
-from emovox.experiment import Settings, load_dataset, model_inputs
 from emovox.predict import Predictor, score_features
+from emovox.settings import Settings
 
 
 def main() -> None:

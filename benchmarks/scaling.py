@@ -65,7 +65,7 @@ def main() -> None:
 
     if not args.skip_cv:
         from emovox import experiment
-        from emovox.experiment import Settings
+        from emovox.settings import Settings
         from emovox.train import TrainConfig
 
         settings = Settings(train=TrainConfig(epochs=args.cv_epochs, patience=args.cv_epochs))
@@ -84,7 +84,7 @@ def main() -> None:
     import soundfile as sf
 
     from emovox.cache import FeatureCache, content_hash
-    from emovox.experiment import DEFAULT_CACHE
+    from emovox.dataset import DEFAULT_CACHE
     from emovox.features import FeatureConfig
 
     store = FeatureCache(DEFAULT_CACHE, FeatureConfig())

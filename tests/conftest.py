@@ -63,8 +63,8 @@ def ravdess_dir(tmp_path: Path) -> Path:
 def tiny_run(tmp_path_factory) -> Path:
     """A run dir: a small CNN trained for a few epochs on the synthetic corpus."""
     from emovox import experiment
-    from emovox.experiment import Settings
     from emovox.features import FeatureConfig
+    from emovox.settings import Settings
     from emovox.train import TrainConfig
 
     root = tmp_path_factory.mktemp("tiny")

@@ -12,8 +12,8 @@ import torch
 
 from emovox import experiment
 from emovox.errors import ConfigError
-from emovox.experiment import Settings
 from emovox.features import FeatureConfig
+from emovox.settings import Settings
 from emovox.train import TrainConfig
 
 SETTINGS = Settings(features=FeatureConfig(n_mels=32, clip_s=1.0),

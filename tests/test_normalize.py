@@ -3,10 +3,10 @@ import pytest
 
 from emovox import experiment
 from emovox.errors import CorpusError
-from emovox.experiment import Settings
 from emovox.features import FeatureConfig
 from emovox.normalize import Stats, by_speaker
 from emovox.predict import Predictor
+from emovox.settings import Settings
 from emovox.train import TrainConfig
 
 from .conftest import PITCH, tone, write
@@ -44,7 +44,7 @@ def test_speaker_normalised_run_predicts_adapts_and_says_so(ravdess_dir, tmp_pat
 
 
 def test_pooled_corpora_get_groups(ravdess_dir, tmp_path):
-    from emovox.experiment import load_dataset
+    from emovox.dataset import load_dataset
 
     from .conftest import write as write_audio
 

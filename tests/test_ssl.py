@@ -11,12 +11,12 @@ from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Mode
 
 from emovox import experiment, ssl  # noqa: E402
 from emovox.errors import ConfigError  # noqa: E402
-from emovox.experiment import Settings  # noqa: E402
 from emovox.export import (
     OnnxModel,  # noqa: E402
     export,  # noqa: E402
 )
 from emovox.predict import Predictor  # noqa: E402
+from emovox.settings import Settings  # noqa: E402
 
 from .conftest import PITCH, tone  # noqa: E402
 

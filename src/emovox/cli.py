@@ -78,7 +78,7 @@ def _required(out: Path | None) -> Path:
 
 def _settings(config: Path | None, model: str | None, epochs: int | None, seed: int | None,
               speaker_norm: bool | None, classes: str | None, merge: str | None, backbone: str | None):
-    from emovox.experiment import Settings
+    from emovox.settings import Settings
 
     return Settings.build(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
                           merge=merge, backbone=backbone)

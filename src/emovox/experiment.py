@@ -11,88 +11,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
 from concurrent.futures import as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from emovox import __version__, baseline, distributed, models, normalize
-from emovox import labels as labelmod
+from emovox import __version__, baseline, distributed, models
 from emovox.cache import atomic_write, extract_files
 from emovox.calibrate import ece, fit_temperature
-from emovox.config import to_dict
-from emovox.corpora import Utterance, load_corpus
-from emovox.errors import ConfigError, CorpusError
+from emovox.config import load_file, to_dict
+from emovox.dataset import DEFAULT_CACHE, Dataset, load_dataset, model_inputs
+from emovox.errors import ConfigError
 from emovox.evaluate import report_markdown, scores, summarise
 from emovox.features import FeatureConfig
 from emovox.plots import plot_confusion
 from emovox.predict import score_features
 from emovox.progress import bar
+from emovox.settings import Settings
 from emovox.splits import make_folds, validation_split
 from emovox.train import TrainConfig, fit
 
 log = logging.getLogger("emovox")
-DEFAULT_CACHE = Path.home() / ".cache" / "emovox"
-
-
-@dataclass
-class Dataset:
-    """A manifest with its features and integer labels; skipped files are listed."""
-
-    utterances: list[Utterance]
-    features: list[np.ndarray]
-    y: np.ndarray
-    labels: list[str]
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def speakers(self) -> list[str | None]:
-        return [u.speaker for u in self.utterances]
-
-    @property
-    def groups(self) -> np.ndarray | None:
-        """Corpus index per utterance when several corpora are pooled, else ``None``."""
-        names = sorted({u.corpus for u in self.utterances})
-        return np.array([names.index(u.corpus) for u in self.utterances]) if len(names) > 1 else None
-
-
-def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus: str = "auto",
-                 features: FeatureConfig | None = None, classes: tuple[str, ...] | None = None,
-                 merge: dict | None = None, cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1,
-                 strict: bool = False, progress: bool = True) -> Dataset:
-    """Read one corpus (``data`` a path) or several (``[(corpus, path), ...]``), keep/merge
-    classes, extract (cached) features, drop unreadable files."""
-    fcfg = features or FeatureConfig()
-    sources = [(corpus, data)] if isinstance(data, (str, Path)) else list(data)
-    manifest = [u for name, path in sources for u in load_corpus(path, corpus=name)]
-    mapped = labelmod.apply_label_map([u.label for u in manifest], keep=classes, merge=merge)
-    manifest = [_relabel(u, lab) for u, lab in zip(manifest, mapped, strict=True) if lab is not None]
-    if not manifest:
-        raise CorpusError(f"no files left after keeping classes {classes}", path=data)
-    paths = [u.path for u in manifest]
-    if distributed.world() > 1:  # each rank fills its shard of the shared cache, then all read it
-        if cache_dir is None:
-            raise ConfigError("distributed training needs a feature cache", fix="pass --cache-dir on a shared disk")
-        extract_files(paths, fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                      shard=(distributed.rank(), distributed.world()), progress=progress and distributed.is_main())
-        distributed.barrier()
-    ext = extract_files(paths, fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                        progress=progress and distributed.is_main())
-    if ext.skipped:
-        log.warning("skipped %d unreadable or silent file(s):\n  %s", len(ext.skipped),
-                    "\n  ".join(ext.skipped.values()))
-    kept = [u for u in manifest if u.path in ext.features]
-    names = labelmod.ordered(u.label for u in kept)
-    if len(names) < 2:
-        raise CorpusError("need at least two classes with readable audio", path=data)
-    y = np.array([names.index(u.label) for u in kept], dtype=np.int64)
-    return Dataset(kept, [ext.features[u.path] for u in kept], y, names, ext.skipped)
-
-
-def _relabel(u: Utterance, label: str) -> Utterance:
-    return u if u.label == label else Utterance(u.path, label, u.speaker, u.corpus, u.meta)
 
 
 def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
@@ -284,11 +223,6 @@ def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, indepe
     return summarise(ds.y, y_pred, rows, ds.labels, name="eGeMAPSv02 + SVM", speaker_independent=independent)
 
 
-def model_inputs(ds: Dataset, train: TrainConfig) -> list[np.ndarray]:
-    """The features the model sees: speaker-normalised when the run asks for it."""
-    return normalize.by_speaker(ds.features, ds.speakers) if train.speaker_norm else ds.features
-
-
 def _name(train: TrainConfig, ds: Dataset) -> str:
     corpora = "+".join(sorted({u.corpus for u in ds.utterances}))
     norm = " + speaker norm" if train.speaker_norm else ""
@@ -323,82 +257,6 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2)))
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything a run is configured by: features, training, and which classes to use."""
-
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    classes: tuple[str, ...] | None = None
-    merge: dict | None = None
-    sources: tuple[tuple[str, str], ...] | None = None
-
-    @classmethod
-    def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
-              seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-              merge: str | None = None, backbone: str | None = None) -> Settings:
-        """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
-        from emovox.config import load_file
-
-        doc = load_file(config) if config else {}
-        return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
-                            speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone)
-
-    @classmethod
-    def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
-                 seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-                 merge: str | None = None, backbone: str | None = None) -> Settings:
-        """Settings from a parsed config document plus command-line overrides.
-
-        ``backbone`` selects the self-supervised front end (``features.kind = "ssl"``) and,
-        unless another model is named, the ``ssl`` head.
-        """
-        from emovox.config import from_dict
-
-        src = source
-        features_doc = dict(doc.get("features") or {})
-        if backbone is not None:
-            features_doc.update(kind="ssl", backbone=str(backbone))
-            model = model or "ssl"
-        unknown = sorted(set(doc) - {"features", "train", "data"})
-        if unknown:
-            raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
-        train_doc = dict(doc.get("train") or {})
-        for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm)):
-            if value is not None:
-                train_doc[key] = value
-        data = dict(doc.get("data") or {})
-        if classes:
-            data["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
-        if merge:
-            data["merge"] = dict(pair.split("=", 1) for pair in merge.split(","))
-        keep = data.get("classes")
-        unknown = sorted(set(data) - {"classes", "merge", "sources"})
-        if unknown:
-            raise ConfigError(f"unknown data key(s) {unknown}", path=src, fix="use classes:, merge:, sources:")
-        sources = data.get("sources")
-        features = from_dict(FeatureConfig, features_doc, source=src)
-        if train_doc.get("model") == "ssl":
-            if features.kind != "ssl":
-                raise ConfigError("the ssl model needs ssl features", path=src, fix="pass --backbone DIR")
-            from emovox import ssl
-
-            train_doc["model_kwargs"] = {"n_layers": ssl.layout(features.backbone)[0],
-                                         **(train_doc.get("model_kwargs") or {})}
-        return cls(
-            features=features,
-            train=from_dict(TrainConfig, train_doc, source=src),
-            classes=None if keep is None else tuple(labelmod.canonical(c) for c in keep),
-            merge={labelmod.canonical(k): labelmod.canonical(v) for k, v in (data.get("merge") or {}).items()},
-            sources=None if not sources else tuple((str(k), str(v)) for k, v in sources.items()),
-        )
-
-    def to_dict(self) -> dict:
-        return {"features": to_dict(self.features), "train": to_dict(self.train),
-                "data": {"classes": list(self.classes) if self.classes else None, "merge": self.merge,
-                         "sources": dict(self.sources) if self.sources else None}}
-
-
 def _dataset(data, s: Settings, *, corpus, cache_dir, jobs, strict, progress) -> Dataset:
     if data is None:
         if not s.sources:
@@ -429,8 +287,6 @@ def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: in
 
     The run dir's ``config.json`` says what the run was; finished folds and epochs are kept.
     """
-    from emovox.config import load_file
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise ConfigError("not a run dir (no config.json)", path=run_dir, fix="pass the --out of the interrupted run")

@@ -1,0 +1,84 @@
+"""Settings of a run: feature, training and data configuration, from a YAML/JSON file plus flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emovox import labels as labelmod
+from emovox.config import from_dict, load_file, to_dict
+from emovox.errors import ConfigError
+from emovox.features import FeatureConfig
+from emovox.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run is configured by: features, training, and which classes to use."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classes: tuple[str, ...] | None = None
+    merge: dict | None = None
+    sources: tuple[tuple[str, str], ...] | None = None
+
+    @classmethod
+    def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
+              seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
+              merge: str | None = None, backbone: str | None = None) -> Settings:
+        """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
+        doc = load_file(config) if config else {}
+        return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
+                            speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone)
+
+    @classmethod
+    def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
+                 seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
+                 merge: str | None = None, backbone: str | None = None) -> Settings:
+        """Settings from a parsed config document plus command-line overrides.
+
+        ``backbone`` selects the self-supervised front end (``features.kind = "ssl"``) and,
+        unless another model is named, the ``ssl`` head.
+        """
+        src = source
+        features_doc = dict(doc.get("features") or {})
+        if backbone is not None:
+            features_doc.update(kind="ssl", backbone=str(backbone))
+            model = model or "ssl"
+        unknown = sorted(set(doc) - {"features", "train", "data"})
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
+        train_doc = dict(doc.get("train") or {})
+        for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm)):
+            if value is not None:
+                train_doc[key] = value
+        data = dict(doc.get("data") or {})
+        if classes:
+            data["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
+        if merge:
+            data["merge"] = dict(pair.split("=", 1) for pair in merge.split(","))
+        keep = data.get("classes")
+        unknown = sorted(set(data) - {"classes", "merge", "sources"})
+        if unknown:
+            raise ConfigError(f"unknown data key(s) {unknown}", path=src, fix="use classes:, merge:, sources:")
+        sources = data.get("sources")
+        features = from_dict(FeatureConfig, features_doc, source=src)
+        if train_doc.get("model") == "ssl":
+            if features.kind != "ssl":
+                raise ConfigError("the ssl model needs ssl features", path=src, fix="pass --backbone DIR")
+            from emovox import ssl
+
+            train_doc["model_kwargs"] = {"n_layers": ssl.layout(features.backbone)[0],
+                                         **(train_doc.get("model_kwargs") or {})}
+        return cls(
+            features=features,
+            train=from_dict(TrainConfig, train_doc, source=src),
+            classes=None if keep is None else tuple(labelmod.canonical(c) for c in keep),
+            merge={labelmod.canonical(k): labelmod.canonical(v) for k, v in (data.get("merge") or {}).items()},
+            sources=None if not sources else tuple((str(k), str(v)) for k, v in sources.items()),
+        )
+
+    def to_dict(self) -> dict:
+        return {"features": to_dict(self.features), "train": to_dict(self.train),
+                "data": {"classes": list(self.classes) if self.classes else None, "merge": self.merge,
+                         "sources": dict(self.sources) if self.sources else None}}
