@@ -24,11 +24,15 @@ import numpy as np
 
 from emovox import audio
 from emovox.config import to_dict
-from emovox.errors import AudioError
+from emovox.errors import AudioError, EmovoxError
 from emovox.features import FeatureConfig, extract_batch
 from emovox.progress import bar
 
 CHUNK = 16  # utterances per extraction task: one batched STFT each
+
+
+class CacheError(EmovoxError):
+    """A cache entry that should exist but cannot be read."""
 
 
 def content_hash(path: str | Path) -> str:
@@ -60,7 +64,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 class FeatureCache:
-    """Arrays stored by (content key, config)."""
+    """Arrays stored by (content key, config): one directory per config under ``root``."""
 
     def __init__(self, root: str | Path, config: object):
         self.dir = Path(root) / config_hash(config)
@@ -100,7 +104,7 @@ class Extraction:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _extract_chunk(paths: Sequence[str], keys: Sequence[str], cfg: FeatureConfig, cache_root: str | None,
+def _extract_chunk(paths: Sequence[str], keys: Sequence[str], cfg: FeatureConfig, cache: FeatureCache | None,
                    strict: bool) -> tuple[dict[str, np.ndarray] | None, dict[str, str]]:
     """Worker task: decode and featurise a chunk, store in the cache. Returns (features, skipped)."""
     signals, good, skipped = [], [], {}
@@ -113,9 +117,8 @@ def _extract_chunk(paths: Sequence[str], keys: Sequence[str], cfg: FeatureConfig
                 raise
             skipped[path] = str(exc)
     feats = extract_batch(signals, cfg) if isinstance(cfg, FeatureConfig) else cfg.extract_batch(signals)
-    if cache_root is None:
+    if cache is None:
         return {p: f for (p, _), f in zip(good, feats, strict=True)}, skipped
-    cache = FeatureCache(cache_root, cfg)
     for (_, key), f in zip(good, feats, strict=True):
         cache.put(key, f)
     return None, skipped
@@ -170,31 +173,32 @@ def extract_files(paths: Iterable[str], cfg: FeatureConfig, *, cache_dir: str | 
             result.features[p] = cached
     todo = _by_duration(todo)[shard[0]:: shard[1]]
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
-    cache_root = None if cache is None else str(cache.dir.parent)
     with bar(enabled=progress and bool(todo), transient=True) as pbar:
         task = pbar.add_task("features", total=len(todo), status="")
-        results = _run_chunks(chunks, keys, cfg, cache_root, strict, jobs)
+        results = _run_chunks(chunks, keys, cfg, cache, strict, jobs)
         for chunk, (feats, skipped) in zip(chunks, results, strict=True):
             result.skipped.update(skipped)
             for p in chunk:
                 if p in skipped:
                     continue
                 result.features[p] = feats[p] if feats is not None else cache.get(keys[p])
+                if result.features[p] is None:
+                    raise CacheError("a worker stored features that cannot be read back", path=cache.path(keys[p]))
             pbar.update(task, advance=len(chunk), status=f"{len(result.skipped)} skipped")
     return result
 
 
-def _run_chunks(chunks, keys, cfg, cache_root, strict, jobs):
+def _run_chunks(chunks, keys, cfg, cache, strict, jobs):
     args = [([p for p in c], [keys[p] for p in c]) for c in chunks]
     if jobs <= 1 or len(chunks) <= 1:
-        return (_extract_chunk(p, k, cfg, cache_root, strict) for p, k in args)
+        return (_extract_chunk(p, k, cfg, cache, strict) for p, k in args)
     import multiprocessing as mp
 
     pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(1,))
 
     def run():
         with pool:
-            futures = [pool.submit(_extract_chunk, p, k, cfg, cache_root, strict) for p, k in args]
+            futures = [pool.submit(_extract_chunk, p, k, cfg, cache, strict) for p, k in args]
             for f in futures:
                 yield f.result()
 
