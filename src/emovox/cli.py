@@ -65,9 +65,12 @@ def _terminate(signum, frame):
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every epoch to the terminal.")] = False
+         ) -> None:
+    """Terminal logging: warnings only unless --verbose (run dirs always get the full train.log)."""
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler])
 
 
 def _required(out: Path | None) -> Path:
