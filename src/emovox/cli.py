@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emoti
 
 Data = Annotated[Path | None, typer.Option("--data", help="Corpus folder or CSV (default: the config's sources).")]
 Corpus = Annotated[str, typer.Option("--corpus", help="ravdess, cremad, tess, savee, emodb, folder or auto.")]
-ModelName = Annotated[str, typer.Option("--model", help="cnn_small, cnn, bilstm or crnn.")]
+ModelName = Annotated[str | None, typer.Option("--model", help="cnn_small, cnn, bilstm, crnn or ssl.")]
 Out = Annotated[Path | None, typer.Option("--out", help="Run dir to write.")]
 Resume = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run dir.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML/JSON with features:, train:, data: sections.")]
@@ -110,26 +110,12 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
     else:
         job, out = (experiment.resume, resume), resume
         kw = dict(cache_dir=cache_dir, jobs=jobs, progress=not quiet)
-    if nproc > 1:
-        distributed.spawn(_call, nproc, job, kw)
-        metrics = json.loads((out / "metrics.json").read_text())
-    elif distributed.launched_by_torchrun():
-        distributed.init_from_env()
-        metrics = _call(job, kw)
-        if not distributed.is_main():
-            distributed.exit_torchrun_worker(0)
-    else:
-        metrics = _call(job, kw)
+    metrics = distributed.run(*job, nproc=nproc, **kw) or json.loads((out / "metrics.json").read_text())
     v = metrics["validation"]
     console.print(f"[green]trained[/green] {metrics['name']}: validation UA {v['ua']:.3f} WA {v['wa']:.3f} "
                   f"(held-out speakers) -> {out}")
     if distributed.launched_by_torchrun():
         distributed.exit_torchrun_worker(0)
-
-
-def _call(job: tuple, kw: dict):
-    fn, *args = job
-    return fn(*args, **kw)
 
 
 @app.command()

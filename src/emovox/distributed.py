@@ -95,6 +95,28 @@ def shard(indices: np.ndarray) -> np.ndarray:
     return padded[rank() :: n]
 
 
+def run(fn: Callable, *args, nproc: int = 1, **kwargs):
+    """``fn(*args, **kwargs)`` in this process, in ``nproc`` spawned ranks, or as this torchrun rank.
+
+    Returns ``fn``'s result on rank 0 of a single process or torchrun; ``None`` after a
+    spawn (the ranks ran in child processes). Other torchrun ranks exit here.
+    """
+    if nproc > 1:
+        spawn(_call, nproc, fn, args, kwargs)
+        return None
+    if launched_by_torchrun():
+        init_from_env()
+        result = fn(*args, **kwargs)
+        if not is_main():
+            exit_torchrun_worker(0)
+        return result
+    return fn(*args, **kwargs)
+
+
+def _call(fn: Callable, args: tuple, kwargs: dict):
+    return fn(*args, **kwargs)
+
+
 def spawn(fn: Callable, nproc: int, *args) -> None:
     """Run ``fn(*args)`` in ``nproc`` processes joined in one gloo/nccl group."""
     import torch.multiprocessing as mp
