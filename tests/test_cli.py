@@ -73,6 +73,7 @@ def test_evaluate_writes_metrics_report_and_plot(ravdess_dir, tmp_path, config_f
          r"\.wav: (cannot decode|audio is silent)"),
         (["evaluate", "--data", "{ravdess}", "--out", "{tmp}/r", "--folds", "9", "--cache-dir", "{tmp}/c"], "folds"),
         (["predict", "--model", "{tmp}", "{ravdess}"], "no model.pt"),
+        (["predict", "{tmp}/missing.wav"], "missing.wav: no such file"),
         (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--classes", "happy,grumpy"], "unknown emotion"),
     ],
 )

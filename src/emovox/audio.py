@@ -54,6 +54,8 @@ def load(path: str | Path, *, sr: int) -> np.ndarray:
     --------
     >>> y = load("speech.flac", sr=16000)  # doctest: +SKIP
     """
+    if not Path(path).is_file():
+        raise AudioError("no such file", path=path, fix="check the path")
     try:
         y, sr_in = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
