@@ -71,16 +71,26 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(ravdess_dir, tmp_pa
     assert max((full[k].float() - resumed[k].float()).abs().max().item() for k in full) <= 1e-6
 
 
-def test_sigterm_checkpoints_and_names_the_resume_command(ravdess_dir, tmp_path):
+def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_exactly(ravdess_dir, tmp_path):
     (tmp_path / "t.yaml").write_text("features: {n_mels: 32, clip_s: 1.0}\ntrain: {batch_size: 4, patience: 50}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_train_cmd(ravdess_dir, tmp_path / "run", tmp_path / "c", 200), env=env,
+    subprocess.run(_train_cmd(ravdess_dir, tmp_path / "full", tmp_path / "c", 6), check=True, env=env)
+    proc = subprocess.Popen(_train_cmd(ravdess_dir, tmp_path / "run", tmp_path / "c", 6), env=env,
                             stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "run" / "checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
+    time.sleep(0.2)  # inside epoch 2
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert f"emovox train --resume {tmp_path / 'run'}" in " ".join(err.split())
+    state = torch.load(ckpt, weights_only=False)["state"]
+    assert state["step"] > 0 and state["order"] is not None  # the position inside the epoch
+    r = subprocess.run([sys.executable, "-m", "emovox", "train", "--resume", str(tmp_path / "run"), "--quiet",
+                        "--cache-dir", str(tmp_path / "c")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    full = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    resumed = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

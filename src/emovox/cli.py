@@ -43,25 +43,29 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             return fn(*args, **kwargs)
         except EmovoxError as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             run = kwargs.get("resume") or kwargs.get("out")
             hint = f"resume with `emovox {fn.__name__} --resume {run}`" if run else "rerun the command"
-            console.print(f"[yellow]interrupted:[/yellow] the last complete epoch is saved; {hint}")
+            console.print(f"[yellow]interrupted:[/yellow] {exc or 'stopped'}; {hint}")
             raise typer.Exit(130) from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     return wrapper
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+def _stop(signum, frame):
+    """SIGINT/SIGTERM: a running training loop finishes its step and checkpoints; anything else stops now."""
+    train = sys.modules.get("emovox.train")
+    if train is None or not train.request_stop():
+        raise KeyboardInterrupt
 
 
 @app.callback()

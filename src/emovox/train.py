@@ -8,6 +8,7 @@ run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -57,6 +58,8 @@ class TrainConfig:
         Share of training speakers held out for early stopping.
     seed : int
         Seeds Python, NumPy and torch.
+    checkpoint_every : int
+        Also write the checkpoint every this many steps (0: at the end of each epoch only).
     """
 
     model: str = "cnn"
@@ -72,6 +75,7 @@ class TrainConfig:
     spec_augment: bool = True
     val_fraction: float = 0.2
     seed: int = 0
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in models.MODELS:
@@ -172,16 +176,24 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
         net = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg))
-    state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": []}
+    state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": [],
+             "order": None, "step": 0, "loss_sum": 0.0, "seen": 0}  # the last four: position inside an epoch
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
         state = _resume(ckpt, model, opt, sched, rng, gen)
-        log.info("resumed %s at epoch %d", ckpt, state["epoch"])
+        log.info("resumed %s at epoch %d step %d", ckpt, state["epoch"], state["step"])
 
-    with bar(enabled=progress and distributed.is_main(), transient=True) as pbar:
+    def save() -> None:
+        if ckpt is not None and distributed.is_main():
+            _save_checkpoint(ckpt, model, opt, sched, rng, gen, state)
+
+    with _stop_scope(), bar(enabled=progress and distributed.is_main(), transient=True) as pbar:
         task = pbar.add_task(description, total=cfg.epochs, completed=state["epoch"], status="")
         while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
-            loss = _epoch(net, model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen)
+            if state["order"] is None:
+                state.update(order=rng.permutation(fit_idx), step=0, loss_sum=0.0, seen=0)
+            loss = _epoch(net, model, opt, weights, feats, y, state, n_frames, cfg, rng, gen, save)
+            state["order"] = None
             distributed.average_buffers(model)
             sched.step()
             val_ua = _ua(model, feats, y, val_idx, n_frames)
@@ -191,19 +203,25 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
                 state.update(best_ua=val_ua, best_epoch=state["epoch"], best_state=copy.deepcopy(model.state_dict()))
             log.info("%s epoch %d loss %.4f val_ua %.4f", description, state["epoch"], loss, val_ua)
             pbar.update(task, completed=state["epoch"], status=f"loss {loss:.3f} val UA {val_ua:.3f}")
-            if ckpt is not None and distributed.is_main():
-                _save_checkpoint(ckpt, model, opt, sched, rng, gen, state)
+            save()
     model.load_state_dict(state["best_state"])
     return FitResult(model.eval(), state["best_epoch"], state["best_ua"], state["history"])
 
 
-def _epoch(net, model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen) -> float:
-    """One pass over this rank's shard of a fresh permutation; returns the mean loss over all ranks."""
+def _epoch(net, model, opt, weights, feats, y, state, n_frames, cfg, rng, gen, save) -> float:
+    """Train on this rank's shard of the epoch's permutation from ``state["step"]`` on.
+
+    After each step, a requested stop (SIGINT/SIGTERM, see :func:`request_stop`) or every
+    ``cfg.checkpoint_every`` steps, ``save()`` writes a checkpoint holding the position;
+    a requested stop then raises :class:`Interrupted`. Returns the epoch's mean loss over
+    all ranks.
+    """
     net.train()
-    order = distributed.shard(rng.permutation(fit_idx))
-    total, seen = 0.0, 0
-    for i in range(0, len(order), cfg.batch_size):
-        idx = order[i : i + cfg.batch_size]
+    order = distributed.shard(state["order"])
+    starts = range(0, len(order), cfg.batch_size)
+    for step in range(state["step"], len(starts)):
+        idx = order[starts[step] : starts[step] + cfg.batch_size]
+        state["step"] = step + 1
         if len(idx) < 2:  # batch-norm needs two samples
             continue
         xb = np.stack([fit_frames(feats[j], n_frames, start=_crop_start(feats[j], n_frames, rng)) for j in idx])
@@ -215,10 +233,48 @@ def _epoch(net, model, opt, weights, feats, y, fit_idx, n_frames, cfg, rng, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += loss.item() * len(idx)
-        seen += len(idx)
-    total, seen = distributed.sum_array(np.array([total, seen]))
+        state["loss_sum"] += loss.item() * len(idx)
+        state["seen"] += len(idx)
+        stop = _stop_requested()
+        if stop or (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0):
+            save()
+        if stop:
+            raise Interrupted(f"stopped at epoch {state['epoch'] + 1} step {state['step']}; checkpoint written")
+    total, seen = distributed.sum_array(np.array([state["loss_sum"], state["seen"]]))
     return float(total / max(1, seen))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on request after writing a checkpoint."""
+
+
+_STOP = {"active": False, "requested": False}
+
+
+def request_stop() -> bool:
+    """Ask a running :func:`fit` to finish its step, write a checkpoint and raise :class:`Interrupted`.
+
+    Returns False when no training loop is running (the caller should stop another way).
+    """
+    if _STOP["active"]:
+        _STOP["requested"] = True
+    return _STOP["active"]
+
+
+def _stop_requested() -> bool:
+    """The stop flag, agreed over ranks (any rank asked -> all stop at the same step)."""
+    flag = np.array([float(_STOP["requested"])])
+    return bool(distributed.sum_array(flag)[0] > 0) if distributed.world() > 1 else bool(flag[0])
+
+
+@contextlib.contextmanager
+def _stop_scope():
+    """While the loop runs, :func:`request_stop` (from a signal handler) stops it cleanly."""
+    _STOP.update(active=True, requested=False)
+    try:
+        yield
+    finally:
+        _STOP.update(active=False, requested=False)
 
 
 def _crop_start(feat: np.ndarray, n: int, rng: np.random.Generator) -> int:
