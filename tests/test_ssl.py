@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,31 @@ def test_hub_name_without_network_says_how_to_use_a_local_path(monkeypatch):
     monkeypatch.delenv("EMOVOX_ALLOW_DOWNLOAD", raising=False)
     with pytest.raises(ConfigError, match="--backbone DIR"):
         ssl.load_encoder("facebook/wav2vec2-base")
+
+
+def test_finetune_mode_trains_top_layers_and_loads_without_the_backbone(encoder_dir, ravdess_dir, tmp_path):
+    import shutil
+
+    if "hubert" not in encoder_dir.name:
+        pytest.skip("one family is enough for the fine-tuning path; the frozen path covers all three")
+    backbone = tmp_path / "backbone"
+    shutil.copytree(encoder_dir, backbone)
+    doc = {"features": {"clip_s": 1.0}, "train": {"model_kwargs": {"unfreeze": 1}}}
+    settings = Settings.from_doc(doc, backbone=str(backbone), ssl_mode="finetune", epochs=2)
+    assert settings.features.kind == "waveform" and settings.train.model == "ssl_finetune"
+    experiment.train(ravdess_dir, tmp_path / "run", settings, cache_dir=tmp_path / "cache", progress=False)
+    pretrained = ssl.load_encoder(str(backbone)).state_dict()
+    shutil.rmtree(backbone)  # the checkpoint must not need it
+    p = Predictor.load(tmp_path / "run")
+    tuned = p.model.body.encoder.state_dict()
+    def same(prefix):
+        return all(torch.equal(tuned[k], pretrained[k]) for k in tuned if k.startswith(prefix))
+
+    assert same("feature_projection.") and same("encoder.layers.0.")  # frozen
+    assert not same("encoder.layers.1.")  # the unfrozen top layer learned
+    r = p.predict((tone(PITCH["angry"], 1.5, 16000), 16000))
+    assert set(r["scores"]) == {"neutral", "happy", "sad", "angry"}
+    onnx = OnnxModel(export(tmp_path / "run", tmp_path / "whole.onnx"))  # encoder and head in one graph
+    x = torch.from_numpy(0.1 * np.random.default_rng(0).standard_normal((2, 1, p.n_frames)).astype(np.float32))
+    with torch.no_grad():
+        assert (torch.softmax(onnx(x), 1) - torch.softmax(p.model(x), 1)).abs().max() <= 1e-4

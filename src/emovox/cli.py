@@ -29,7 +29,8 @@ Merge = Annotated[str | None, typer.Option("--merge", help="Class merges, e.g. c
 Epochs = Annotated[int | None, typer.Option("--epochs", help="Override the number of epochs.")]
 Seed = Annotated[int | None, typer.Option("--seed", help="Override the random seed.")]
 Backbone = Annotated[str | None, typer.Option(
-    "--backbone", help="wav2vec2/HuBERT/WavLM directory: frozen self-supervised features + the ssl head.")]
+    "--backbone", help="wav2vec2/HuBERT/WavLM directory: a self-supervised encoder as the front end.")]
+SslMode = Annotated[str, typer.Option("--ssl-mode", help="frozen (cached hidden states) or finetune (top layers).")]
 SpeakerNorm = Annotated[bool | None, typer.Option("--speaker-norm/--no-speaker-norm",
                                                   help="Z-score features per speaker (default: from config, off).")]
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache (default ~/.cache/emovox).")]
@@ -84,11 +85,12 @@ def _required(out: Path | None) -> Path:
 
 
 def _settings(config: Path | None, model: str | None, epochs: int | None, seed: int | None,
-              speaker_norm: bool | None, classes: str | None, merge: str | None, backbone: str | None):
+              speaker_norm: bool | None, classes: str | None, merge: str | None, backbone: str | None,
+              ssl_mode: str):
     from emovox.settings import Settings
 
     return Settings.build(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
-                          merge=merge, backbone=backbone)
+                          merge=merge, backbone=backbone, ssl_mode=ssl_mode)
 
 
 @app.command()
@@ -96,7 +98,8 @@ def _settings(config: Path | None, model: str | None, epochs: int | None, seed: 
 def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: ModelName = None,
           config: ConfigFile = None,
           classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
-          speaker_norm: SpeakerNorm = None, backbone: Backbone = None, cache_dir: CacheDir = None, jobs: Jobs = 1,
+          speaker_norm: SpeakerNorm = None, backbone: Backbone = None, ssl_mode: SslMode = "frozen",
+          cache_dir: CacheDir = None, jobs: Jobs = 1,
           strict: Strict = False,
           quiet: Quiet = False, resume: Resume = None,
           nproc: Annotated[int, typer.Option(help="Train with N processes (torch.distributed, this machine).")] = 1
@@ -108,7 +111,7 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
     from emovox import distributed, experiment
 
     if resume is None:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone)
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode)
         job = (experiment.train, data, _required(out), s)
         kw = dict(corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
     else:
@@ -129,7 +132,8 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
              folds: Annotated[str, typer.Option("--folds", help="k, 'loso' or 'random-utterance'.")] = "5",
              baseline: Annotated[bool, typer.Option(help="Also run eGeMAPS+SVM on the same folds.")] = False,
              classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
-             speaker_norm: SpeakerNorm = None, backbone: Backbone = None, cache_dir: CacheDir = None,
+             speaker_norm: SpeakerNorm = None, backbone: Backbone = None, ssl_mode: SslMode = "frozen",
+             cache_dir: CacheDir = None,
              jobs: Annotated[int, typer.Option("--jobs", help="Folds (and extraction) in parallel processes.")] = 1,
              threads: Annotated[int | None, typer.Option(help="Torch threads per fold (default cores/jobs).")] = None,
              strict: Strict = False, quiet: Quiet = False, resume: Resume = None) -> None:
@@ -140,7 +144,7 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
         m = experiment.resume(resume, cache_dir=cache_dir, jobs=jobs, progress=not quiet)
         out = resume
     else:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone)
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode)
         m = experiment.evaluate(data, _required(out), s, corpus=corpus, folds=folds, with_baseline=baseline,
                                 cache_dir=cache_dir, jobs=jobs, threads=threads, strict=strict, progress=not quiet)
     line = f"[green]{m['name']}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"

@@ -53,7 +53,7 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
                "ranks": {"world_size": distributed.world(), "weights_sha256": distributed.gather(
                    _weights_digest(result.model))}}
     if distributed.is_main():
-        models.save(out / "model.pt", result.model, spec=model_spec(ds, features, train))
+        models.save(out / "model.pt", result.model, spec=model_spec(ds, features, train, result.model))
         _write_json(out / "metrics.json", metrics)
         (out / "checkpoint.pt").unlink(missing_ok=True)
     distributed.barrier()
@@ -70,12 +70,16 @@ def _weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig) -> dict:
-    """What a checkpoint needs to rebuild and use the model without the training code."""
+def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: models.Classifier) -> dict:
+    """What a checkpoint needs to rebuild and use the model without the training code
+    (a model family with pretrained parts says how to rebuild them from config alone)."""
+    kwargs = dict(train.model_kwargs)
+    if hasattr(model.body, "spec_kwargs"):
+        kwargs = {k: v for k, v in kwargs.items() if k != "backbone"} | model.body.spec_kwargs()
     return {
         "model": train.model,
         "model_kwargs": {"n_features": features.n_features, "n_frames": features.clip_frames,
-                         "n_classes": len(ds.labels), **train.model_kwargs},
+                         "n_classes": len(ds.labels), **kwargs},
         "labels": ds.labels,
         "speaker_norm": train.speaker_norm,
         "feature_config": to_dict(features),

@@ -23,7 +23,7 @@ import scipy.signal
 
 from emovox.errors import ConfigError
 
-KINDS = ("logmel", "mfcc", "spectrogram", "ssl")
+KINDS = ("logmel", "mfcc", "spectrogram", "ssl", "waveform")
 AMIN = 1e-10  # librosa.power_to_db's floor
 PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
@@ -35,9 +35,10 @@ class FeatureConfig:
 
     Attributes
     ----------
-    kind : {"logmel", "mfcc", "spectrogram", "ssl"}
-        Log-mel power (dB), MFCC, log-magnitude STFT (dB), or the stacked hidden states
-        of a self-supervised encoder (see :mod:`emovox.ssl`).
+    kind : {"logmel", "mfcc", "spectrogram", "ssl", "waveform"}
+        Log-mel power (dB), MFCC, log-magnitude STFT (dB), the stacked hidden states
+        of a self-supervised encoder (see :mod:`emovox.ssl`), or the waveform itself as a
+        ``(1, samples)`` matrix (for fine-tuning an encoder).
     sample_rate : int
         Audio is resampled to this rate (Hz) first.
     n_fft, hop_length : int
@@ -88,8 +89,8 @@ class FeatureConfig:
             raise ConfigError("n_mfcc cannot exceed n_mels")
         if (self.kind == "ssl") != (self.backbone is not None):
             raise ConfigError("kind='ssl' and a backbone go together", fix="pass --backbone DIR for the ssl model")
-        if self.kind == "ssl" and (self.sample_rate != 16000 or self.deltas or self.prosody):
-            raise ConfigError("ssl features need sample_rate 16000, no deltas and no prosody")
+        if self.kind in ("ssl", "waveform") and (self.sample_rate != 16000 or self.deltas or self.prosody):
+            raise ConfigError(f"{self.kind} features need sample_rate 16000, no deltas and no prosody")
 
     @property
     def n_features(self) -> int:
@@ -98,6 +99,8 @@ class FeatureConfig:
 
             layers, hidden = ssl.layout(self.backbone)
             return layers * hidden
+        if self.kind == "waveform":
+            return 1
         base = {"logmel": self.n_mels, "mfcc": self.n_mfcc, "spectrogram": self.n_fft // 2 + 1}[self.kind]
         return base * (1 + self.deltas) + (2 if self.prosody else 0)
 
@@ -111,6 +114,8 @@ class FeatureConfig:
             from emovox import ssl
 
             return ssl.n_frames(self.backbone, n_samples)
+        if self.kind == "waveform":
+            return n_samples
         return 1 + n_samples // self.hop_length
 
 
@@ -191,6 +196,8 @@ def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarra
         from emovox import ssl
 
         return ssl.hidden_states(signals, cfg.backbone)
+    if cfg.kind == "waveform":
+        return [y[None].astype(np.float32) for y in signals]
     # log-magnitude: librosa.amplitude_to_db(|S|, ref=1.0, top_db) == 10*log10(max(amin², |S|²))
     return _to_db(_power_stft(signals, cfg), _n_frames(signals, cfg), cfg.top_db, 10.0)
 

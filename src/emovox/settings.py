@@ -25,30 +25,38 @@ class Settings:
     @classmethod
     def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
               seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-              merge: str | None = None, backbone: str | None = None) -> Settings:
+              merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen") -> Settings:
         """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
         doc = load_file(config) if config else {}
         return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
-                            speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone)
+                            speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone,
+                            ssl_mode=ssl_mode)
 
     @classmethod
     def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
                  seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-                 merge: str | None = None, backbone: str | None = None) -> Settings:
+                 merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen") -> Settings:
         """Settings from a parsed config document plus command-line overrides.
 
-        ``backbone`` selects the self-supervised front end (``features.kind = "ssl"``) and,
-        unless another model is named, the ``ssl`` head.
+        ``backbone`` selects a self-supervised encoder: ``ssl_mode="frozen"`` caches its
+        hidden states as features (``features.kind = "ssl"``) for the ``ssl`` head;
+        ``"finetune"`` trains ``ssl_finetune`` on waveforms with the top layers unfrozen.
         """
         src = source
         features_doc = dict(doc.get("features") or {})
-        if backbone is not None:
+        train_doc = dict(doc.get("train") or {})
+        if backbone is not None and ssl_mode == "finetune":
+            features_doc.update(kind="waveform")
+            model = model or "ssl_finetune"
+            train_doc["model_kwargs"] = {"backbone": str(backbone), **(train_doc.get("model_kwargs") or {})}
+        elif backbone is not None:
             features_doc.update(kind="ssl", backbone=str(backbone))
             model = model or "ssl"
+        if ssl_mode not in ("frozen", "finetune"):
+            raise ConfigError(f"unknown ssl mode {ssl_mode!r}", fix="use frozen or finetune")
         unknown = sorted(set(doc) - {"features", "train", "data"})
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
-        train_doc = dict(doc.get("train") or {})
         for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm)):
             if value is not None:
                 train_doc[key] = value

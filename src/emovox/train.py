@@ -60,6 +60,8 @@ class TrainConfig:
         Seeds Python, NumPy and torch.
     checkpoint_every : int
         Also write the checkpoint every this many steps (0: at the end of each epoch only).
+    encoder_lr_scale : float
+        Learning-rate factor for a fine-tuned pretrained encoder (``ssl_finetune``).
     """
 
     model: str = "cnn"
@@ -76,6 +78,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     checkpoint_every: int = 0
+    encoder_lr_scale: float = 0.1
 
     def __post_init__(self) -> None:
         if self.model not in models.MODELS:
@@ -117,11 +120,11 @@ def sample_weights(y: np.ndarray, groups: np.ndarray | None = None) -> np.ndarra
 
 
 def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> torch.Tensor:
-    """Mask random frequency bands (≤ F/8 rows) and time spans (≤ T/10 frames) with the batch mean."""
+    """Mask random frequency bands (≤ F/8 rows) and time spans (≤ T/10 frames) with the batch mean."""  # noqa: RUF002
     x = x.clone()
     b, f, t = x.shape
     fill = x.mean()
-    for axis, size, width in ((1, f, max(1, f // 8)), (2, t, max(1, t // 10))):
+    for axis, size, width in ((1, f, f // 8), (2, t, max(1, t // 10))):  # a 1-row waveform gets time masks only
         for _ in range(masks):
             w = torch.randint(0, width + 1, (b,), generator=gen)
             start = (torch.rand(b, generator=gen) * (size - w)).long()
@@ -174,7 +177,7 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
         if torch.cuda.is_available():  # torch's SyncBatchNorm is GPU-only; on CPU DDP broadcasts BN buffers
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg))
     state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": [],
              "order": None, "step": 0, "loss_sum": 0.0, "seen": 0}  # the last four: position inside an epoch
@@ -292,6 +295,17 @@ def _ua(model, feats, y, idx, n_frames) -> float:
     counts = distributed.sum_array(counts)
     support = counts.sum(axis=1)
     return float(np.mean(np.diag(counts)[support > 0] / support[support > 0]))
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Trainable parameters; a pretrained ``encoder`` inside the model learns ``encoder_lr_scale`` slower."""
+    encoder = getattr(model.body, "encoder", None)
+    in_encoder = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in in_encoder]}]
+    if in_encoder:
+        groups.append({"params": [p for p in trainable if id(p) in in_encoder], "lr": cfg.lr * cfg.encoder_lr_scale})
+    return groups
 
 
 def _lr_factor(cfg: TrainConfig):

@@ -20,6 +20,7 @@ from emovox.errors import CheckpointError, ConfigError
 from emovox.models.cnn import CNN, SmallCNN
 from emovox.models.layers import FeatureNorm
 from emovox.models.rnn import CRNN, BiLSTM
+from emovox.models.ssl_finetune import SSLFinetune
 from emovox.models.ssl_head import SSLHead
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -28,6 +29,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "bilstm": BiLSTM,
     "crnn": CRNN,
     "ssl": SSLHead,
+    "ssl_finetune": SSLFinetune,
 }
 FORMAT = "emovox-model/1"
 
