@@ -2,9 +2,8 @@
 
 Read top to bottom: seed -> build -> fit normaliser -> class weights -> epochs of
 (shuffle, crop, SpecAugment, step) -> validate (UA) -> keep best -> stop early.
-A checkpoint with every RNG state (and, when stopped mid-epoch, the position in the
-epoch) is written atomically after each epoch, so a killed
-run resumes where it stopped.
+A checkpoint with every RNG state is written atomically after each epoch (and, on a
+stop request, mid-epoch with the position in the epoch), so a run resumes exactly.
 """
 
 from __future__ import annotations
