@@ -56,24 +56,22 @@ def load(path: str | Path, *, sr: int) -> np.ndarray:
     """
     if not Path(path).is_file():
         raise AudioError("no such file", path=path, fix="check the path")
-    try:
-        y, sr_in = sf.read(str(path), dtype="float32", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioError(f"cannot decode audio ({exc})", path=path,
-                         fix="convert it to WAV/FLAC or remove it") from None
-    return resample(check_signal(y, sr_in, source=path), sr_in, sr)
+    return _decode(str(path), sr, name=path, fix="convert it to WAV/FLAC or remove it")
 
 
 def decode_bytes(data: bytes, *, sr: int, source: str = "<upload>") -> np.ndarray:
     """Like :func:`load` for an in-memory file (e.g. an HTTP upload)."""
     if not data:
         raise AudioError("empty file", path=source)
+    return _decode(io.BytesIO(data), sr, name=source, fix="upload WAV, FLAC or OGG audio")
+
+
+def _decode(source: str | BinaryIO, sr: int, *, name: str | Path, fix: str) -> np.ndarray:
     try:
-        y, sr_in = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(f"cannot decode audio ({exc})", path=source,
-                         fix="upload WAV, FLAC or OGG audio") from None
-    return resample(check_signal(y, sr_in, source=source), sr_in, sr)
+        y, sr_in = sf.read(source, dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"cannot decode audio ({exc})", path=name, fix=fix) from None
+    return resample(check_signal(y, sr_in, source=name), sr_in, sr)
 
 
 def duration(source: str | Path | bytes) -> float:
