@@ -20,7 +20,7 @@ def _inputs():
     return [torch.from_numpy(real), torch.from_numpy(rng.normal(-40, 20, (5, 40, CFG.clip_frames)).astype(np.float32))]
 
 
-@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("name", [m for m in models.MODELS if m != "ssl_finetune"])  # that one: test_ssl.py
 def test_onnxruntime_matches_torch(name):
     torch.manual_seed(0)
     extra = {"n_layers": 5} if name == "ssl" else {}
