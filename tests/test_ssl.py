@@ -27,13 +27,24 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
             conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
-def encoder_dir(request, tmp_path_factory):
-    config_cls, model_cls = FAMILIES[request.param]
+def _save_tiny(family: str, root) -> object:
+    config_cls, model_cls = FAMILIES[family]
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp(request.param)
+    path = root.mktemp(family)
     model_cls(config_cls(**TINY)).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def encoder_dir(request, tmp_path_factory):
+    """Each family in turn."""
+    return _save_tiny(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def hubert_dir(tmp_path_factory):
+    """One family, for behaviour that does not depend on the family."""
+    return _save_tiny("hubert", tmp_path_factory)
 
 
 def test_train_evaluate_predict_export(encoder_dir, ravdess_dir, tmp_path):
@@ -55,9 +66,8 @@ def test_train_evaluate_predict_export(encoder_dir, ravdess_dir, tmp_path):
     assert onnx_pred["label"] == r["label"]
 
 
-def test_layer_cache_is_reused(encoder_dir, ravdess_dir, tmp_path, monkeypatch):
-    if "wav2vec2" not in encoder_dir.name:
-        pytest.skip("the cache does not depend on the encoder family; one family is enough")
+def test_layer_cache_is_reused(hubert_dir, ravdess_dir, tmp_path, monkeypatch):
+    encoder_dir = hubert_dir
     settings = Settings.build(None, backbone=str(encoder_dir), epochs=2)
     kw = dict(folds=2, cache_dir=tmp_path / "cache", progress=False)
     experiment.evaluate(ravdess_dir, tmp_path / "a", settings, **kw)
@@ -70,9 +80,8 @@ def test_layer_cache_is_reused(encoder_dir, ravdess_dir, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["ua"] == second["ua"]
 
 
-def test_long_input_is_chunked(encoder_dir):
-    if "wavlm" not in encoder_dir.name:
-        pytest.skip("chunking does not depend on the encoder family; one family is enough")
+def test_long_input_is_chunked(hubert_dir):
+    encoder_dir = hubert_dir
     y = tone(150, 7.0, 16000)
     whole = ssl.hidden_states([y], str(encoder_dir), chunk_s=100.0)[0]
     chunked = ssl.hidden_states([y], str(encoder_dir), chunk_s=2.0)[0]
@@ -86,13 +95,11 @@ def test_hub_name_without_network_says_how_to_use_a_local_path(monkeypatch):
         ssl.load_encoder("facebook/wav2vec2-base")
 
 
-def test_finetune_mode_trains_top_layers_and_loads_without_the_backbone(encoder_dir, ravdess_dir, tmp_path):
+def test_finetune_mode_trains_top_layers_and_loads_without_the_backbone(hubert_dir, ravdess_dir, tmp_path):
     import shutil
 
-    if "hubert" not in encoder_dir.name:
-        pytest.skip("one family is enough for the fine-tuning path; the frozen path covers all three")
     backbone = tmp_path / "backbone"
-    shutil.copytree(encoder_dir, backbone)
+    shutil.copytree(hubert_dir, backbone)
     doc = {"features": {"clip_s": 1.0}, "train": {"model_kwargs": {"unfreeze": 1}}}
     settings = Settings.from_doc(doc, backbone=str(backbone), ssl_mode="finetune", epochs=2)
     assert settings.features.kind == "waveform" and settings.train.model == "ssl_finetune"
