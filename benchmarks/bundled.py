@@ -5,7 +5,7 @@ Usage::
 
     python benchmarks/bundled.py [--config configs/bundled.yaml] [--out runs/bench] [--model src/emovox/bundled_model]
 
-1. Cross-validation of the bundled recipe on RAVDESS + EMO-DB pooled, 5 folds grouped by
+1. Cross-validation of the bundled recipe on RAVDESS + EMO-DB pooled, 4 folds grouped by
    speaker (34 speakers), scored per corpus.
 2. Cross-corpus: the same recipe trained on one corpus, tested on all of the other.
 3. The shipped artefact: size, SHA-256, time to load (median of 5).
@@ -37,8 +37,8 @@ def main() -> None:
     out = Path(args.out)
     settings = Settings.build(args.config)
 
-    cv = experiment.evaluate(None, out / "bundled-cv", settings, folds=5, jobs=args.jobs, threads=1)
-    print("\n## Pooled 5-fold CV grouped by speaker, scored per corpus\n")
+    cv = experiment.evaluate(None, out / "bundled-cv", settings, folds=4, jobs=args.jobs, threads=1)
+    print("\n## Pooled 4-fold CV grouped by speaker, scored per corpus\n")
     print("| test corpus | n | UA | WA | macro-F1 |\n|---|---|---|---|---|")
     for corpus, m in cv["per_corpus"].items():
         print(f"| {corpus} | {m['n']} | {m['ua']:.3f} | {m['wa']:.3f} | {m['macro_f1']:.3f} |")
