@@ -189,7 +189,7 @@ def extract_files(paths: Iterable[str], cfg: FeatureConfig, *, cache_dir: str | 
 
 
 def _run_chunks(chunks, keys, cfg, cache, strict, jobs):
-    args = [([p for p in c], [keys[p] for p in c]) for c in chunks]
+    args = [(list(c), [keys[p] for p in c]) for c in chunks]
     if jobs <= 1 or len(chunks) <= 1:
         return (_extract_chunk(p, k, cfg, cache, strict) for p, k in args)
     import multiprocessing as mp
