@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -44,7 +45,11 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # torchrun stops and restarts its workers itself; a worker blocked in a collective
+        # could not run a Python handler, so there the signals keep their default action.
+        under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        signals = () if under_torchrun else (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, _stop) for sig in signals}
         try:
             return fn(*args, **kwargs)
         except EmovoxError as exc:
