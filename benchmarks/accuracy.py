@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/accuracy.py [--data ../shared/data] [--out runs/bench] [--only emodb/cnn+spk,...]
+    python benchmarks/accuracy.py [--data ../shared/data] [--out runs/bench] [--only emodb/cnn+spk,...] [--epochs N]
 
 Each system is one ``emovox evaluate`` run (through the Python API): RAVDESS with all 8
 classes in 6 folds grouped by actor, EMO-DB with all 7 classes leave-one-speaker-out.
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--only", default="", help="comma-separated tags, e.g. emodb/cnn+spk,ravdess/cnn_small")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, help="override the epochs per corpus (use a fresh --out)")
     args = ap.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     rows, with_baseline = [], set()
@@ -51,7 +52,7 @@ def main() -> None:
         name = tag(corpus, model, spk)
         if wanted and name not in wanted:
             continue
-        settings = Settings(train=TrainConfig(model=model, speaker_norm=spk, epochs=EPOCHS[corpus]))
+        settings = Settings(train=TrainConfig(model=model, speaker_norm=spk, epochs=args.epochs or EPOCHS[corpus]))
         baseline = corpus not in with_baseline
         with_baseline.add(corpus)
         t0 = time.perf_counter()

@@ -47,7 +47,13 @@ def init_from_env() -> None:
     from emovox.parallel import set_threads
 
     if not active():
-        dist.init_process_group(backend(), init_method="env://")
+        store, rank_, world_ = next(dist.rendezvous("env://"))
+        # torchrun's agent keeps one TCP store across restarts, and the process group keys
+        # are not namespaced per attempt: a restarted group would read the dead workers'
+        # addresses (gloo "connection refused"). Namespace them by restart count.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"emovox/attempt_{attempt}", store)
+        dist.init_process_group(backend(), store=store, rank=rank_, world_size=world_)
         local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
         set_threads(max(1, (os.cpu_count() or 1) // local))
 
