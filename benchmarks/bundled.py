@@ -63,7 +63,7 @@ def main() -> None:
         test = load_dataset(sources[test_on], corpus=test_on, features=settings.features, classes=settings.classes,
                             merge=settings.merge, jobs=args.jobs)
         assert test.labels == predictor.labels, (test.labels, predictor.labels)
-        pred = score_features(predictor.model, model_inputs(test, settings.train), predictor.n_frames).argmax(1)
+        pred = score_features(predictor.model, model_inputs(test, settings.train)[0], predictor.n_frames).argmax(1)
         s = scores(test.y, pred, len(test.labels))
         print(f"| {train_on} | {test_on} | {s.n} | {s.ua:.3f} | {s.wa:.3f} | {s.macro_f1:.3f} |")
 

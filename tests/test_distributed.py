@@ -56,8 +56,8 @@ def test_spawned_two_ranks_one_run_dir_equal_weights(spawned):
 
 def test_torchrun_matches_spawn(corpus, spawned, tmp_path):
     out = tmp_path / "torchrun"
-    r = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "emovox", *_args(corpus, out, tmp_path)],
-                       env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "emovox",
+                        *_args(corpus, out, tmp_path)], env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _ranks(out)["weights_sha256"] == _ranks(spawned)["weights_sha256"]
 
@@ -76,4 +76,4 @@ def test_torchrun_restarts_a_killed_rank_and_resumes(corpus, spawned, tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     assert "resumed" in (out / "train.log").read_text()
-    assert _ranks(out)["weights_sha256"] == _ranks(spawned)["weights_sha256"]  # resumed exactly where the checkpoint left off
+    assert _ranks(out)["weights_sha256"] == _ranks(spawned)["weights_sha256"]  # resumed exactly at the checkpoint

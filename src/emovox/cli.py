@@ -37,6 +37,8 @@ SpeakerNorm = Annotated[bool | None, typer.Option("--speaker-norm/--no-speaker-n
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache (default ~/.cache/emovox).")]
 Jobs = Annotated[int, typer.Option("--jobs", help="Worker processes for feature extraction.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Fail on an unreadable or silent file instead of skipping.")]
+Augment = Annotated[str | None, typer.Option(
+    "--augment", help="Waveform augmentation for training, e.g. speed:0.9,speed:1.1,noise:20.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
@@ -91,11 +93,11 @@ def _required(out: Path | None) -> Path:
 
 def _settings(config: Path | None, model: str | None, epochs: int | None, seed: int | None,
               speaker_norm: bool | None, classes: str | None, merge: str | None, backbone: str | None,
-              ssl_mode: str):
+              ssl_mode: str, augment: str | None):
     from emovox.settings import Settings
 
     return Settings.build(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
-                          merge=merge, backbone=backbone, ssl_mode=ssl_mode)
+                          merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment)
 
 
 @app.command()
@@ -104,7 +106,7 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
           config: ConfigFile = None,
           classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
           speaker_norm: SpeakerNorm = None, backbone: Backbone = None, ssl_mode: SslMode = "frozen",
-          cache_dir: CacheDir = None, jobs: Jobs = 1,
+          augment: Augment = None, cache_dir: CacheDir = None, jobs: Jobs = 1,
           strict: Strict = False,
           quiet: Quiet = False, resume: Resume = None,
           nproc: Annotated[int, typer.Option(help="Train with N processes (torch.distributed, this machine).")] = 1
@@ -116,7 +118,7 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
     from emovox import distributed, experiment
 
     if resume is None:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode)
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment)
         job = (experiment.train, data, _required(out), s)
         kw = dict(corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
     else:
@@ -138,7 +140,7 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
              baseline: Annotated[bool, typer.Option(help="Also run eGeMAPS+SVM on the same folds.")] = False,
              classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
              speaker_norm: SpeakerNorm = None, backbone: Backbone = None, ssl_mode: SslMode = "frozen",
-             cache_dir: CacheDir = None,
+             augment: Augment = None, cache_dir: CacheDir = None,
              jobs: Annotated[int, typer.Option("--jobs", help="Folds (and extraction) in parallel processes.")] = 1,
              threads: Annotated[int | None, typer.Option(help="Torch threads per fold (default cores/jobs).")] = None,
              strict: Strict = False, quiet: Quiet = False, resume: Resume = None) -> None:
@@ -149,7 +151,7 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
         m = experiment.resume(resume, cache_dir=cache_dir, jobs=jobs, progress=not quiet)
         out = resume
     else:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode)
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment)
         m = experiment.evaluate(data, _required(out), s, corpus=corpus, folds=folds, with_baseline=baseline,
                                 cache_dir=cache_dir, jobs=jobs, threads=threads, strict=strict, progress=not quiet)
     line = f"[green]{m['name']}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"

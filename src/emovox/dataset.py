@@ -11,7 +11,8 @@ import numpy as np
 
 from emovox import distributed, normalize
 from emovox import labels as labelmod
-from emovox.cache import extract_files
+from emovox.augment import AugmentedFeatures, parse_all
+from emovox.cache import Extraction, extract_files
 from emovox.corpora import Utterance, load_corpus
 from emovox.errors import ConfigError, CorpusError
 from emovox.features import FeatureConfig
@@ -22,13 +23,18 @@ DEFAULT_CACHE = Path.home() / ".cache" / "emovox"
 
 @dataclass
 class Dataset:
-    """A manifest with its features and integer labels; skipped files are listed."""
+    """A manifest with its features and integer labels; skipped files are listed.
+
+    ``augmented`` holds, per waveform augmentation asked for, the features of every
+    utterance's augmented audio (aligned with ``features``).
+    """
 
     utterances: list[Utterance]
     features: list[np.ndarray]
     y: np.ndarray
     labels: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
+    augmented: list[list[np.ndarray]] = field(default_factory=list)
 
     @property
     def speakers(self) -> list[str | None]:
@@ -43,10 +49,12 @@ class Dataset:
 
 def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus: str = "auto",
                  features: FeatureConfig | None = None, classes: tuple[str, ...] | None = None,
-                 merge: dict | None = None, cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1,
-                 strict: bool = False, progress: bool = True) -> Dataset:
+                 merge: dict | None = None, augment: tuple[str, ...] = (),
+                 cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1, strict: bool = False,
+                 progress: bool = True) -> Dataset:
     """Read one corpus (``data`` a path) or several (``[(corpus, path), ...]``), keep/merge
-    classes, extract (cached) features, drop unreadable files."""
+    classes, extract (cached) features, drop unreadable files; with ``augment`` specs
+    (see :mod:`emovox.augment`) also the features of each augmented copy."""
     fcfg = features or FeatureConfig()
     sources = [(corpus, data)] if isinstance(data, (str, Path)) else list(data)
     manifest = [u for name, path in sources for u in load_corpus(path, corpus=name)]
@@ -54,15 +62,8 @@ def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus:
     manifest = [_relabel(u, lab) for u, lab in zip(manifest, mapped, strict=True) if lab is not None]
     if not manifest:
         raise CorpusError(f"no files left after keeping classes {classes}", path=data)
-    paths = [u.path for u in manifest]
-    if distributed.world() > 1:  # each rank fills its shard of the shared cache, then all read it
-        if cache_dir is None:
-            raise ConfigError("distributed training needs a feature cache", fix="pass --cache-dir on a shared disk")
-        extract_files(paths, fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                      shard=(distributed.rank(), distributed.world()), progress=progress and distributed.is_main())
-        distributed.barrier()
-    ext = extract_files(paths, fcfg, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                        progress=progress and distributed.is_main())
+    kw = dict(cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
+    ext = _extract([u.path for u in manifest], fcfg, **kw)
     if ext.skipped:
         log.warning("skipped %d unreadable or silent file(s):\n  %s", len(ext.skipped),
                     "\n  ".join(ext.skipped.values()))
@@ -71,13 +72,34 @@ def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus:
     if len(names) < 2:
         raise CorpusError("need at least two classes with readable audio", path=data)
     y = np.array([names.index(u.label) for u in kept], dtype=np.int64)
-    return Dataset(kept, [ext.features[u.path] for u in kept], y, names, ext.skipped)
+    augmented = []
+    for aug in parse_all(augment):
+        feats = _extract([u.path for u in kept], AugmentedFeatures(fcfg, aug), **kw).features
+        augmented.append([feats[u.path] for u in kept])
+    return Dataset(kept, [ext.features[u.path] for u in kept], y, names, ext.skipped, augmented)
+
+
+def _extract(paths: list[str], extractor, *, cache_dir, jobs, strict, progress) -> Extraction:
+    """Cached extraction; under torch.distributed each rank first fills its shard of the
+    shared cache, then all read it."""
+    if distributed.world() > 1:
+        if cache_dir is None:
+            raise ConfigError("distributed training needs a feature cache", fix="pass --cache-dir on a shared disk")
+        extract_files(paths, extractor, cache_dir=cache_dir, jobs=jobs, strict=strict,
+                      shard=(distributed.rank(), distributed.world()), progress=progress and distributed.is_main())
+        distributed.barrier()
+    return extract_files(paths, extractor, cache_dir=cache_dir, jobs=jobs, strict=strict,
+                         progress=progress and distributed.is_main())
 
 
 def _relabel(u: Utterance, label: str) -> Utterance:
     return u if u.label == label else Utterance(u.path, label, u.speaker, u.corpus, u.meta)
 
 
-def model_inputs(ds: Dataset, train) -> list[np.ndarray]:
-    """The features the model sees: speaker-normalised when the run asks for it."""
-    return normalize.by_speaker(ds.features, ds.speakers) if train.speaker_norm else ds.features
+def model_inputs(ds: Dataset, train) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """The features the model sees, and those of the augmented copies: speaker-normalised
+    when the run asks for it (each copy with its own statistics, as a new speaker would be)."""
+    if not train.speaker_norm:
+        return ds.features, ds.augmented
+    return (normalize.by_speaker(ds.features, ds.speakers),
+            [normalize.by_speaker(feats, ds.speakers) for feats in ds.augmented])

@@ -38,11 +38,11 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
               progress: bool = True) -> dict:
     """Train one model on all speakers (some held out for early stopping); write a run dir."""
     out = _open_run(out)
-    feats = model_inputs(ds, train)
+    feats, augmented = model_inputs(ds, train)
     idx = np.arange(len(ds.y))
     fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
     result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
-                 cfg=train, groups=ds.groups, checkpoint_dir=out, progress=progress)
+                 cfg=train, groups=ds.groups, augmented=augmented, checkpoint_dir=out, progress=progress)
     calibration = _calibrate(result.model, feats, ds.y, val_idx, val_idx, features.clip_frames)
     probs = score_features(result.model, [feats[i] for i in val_idx], features.clip_frames)
     val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
@@ -100,10 +100,10 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     out = _open_run(out)
     splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed)
     independent = all(f.speaker_independent for f in splits)
-    feats = model_inputs(ds, train)
+    inputs = model_inputs(ds, train)
     y_pred = np.zeros_like(ds.y)
     fold_rows = []
-    for fold, (row, pred) in zip(splits, _run_folds(ds, feats, splits, out, features, train, independent,
+    for fold, (row, pred) in zip(splits, _run_folds(ds, inputs, splits, out, features, train, independent,
                                                     jobs, threads, progress), strict=True):
         y_pred[fold.test] = pred
         fold_rows.append(row)
@@ -137,8 +137,10 @@ def _per_corpus(ds: Dataset, y_pred: np.ndarray) -> dict:
     return out
 
 
-def _run_folds(ds, feats, splits, out: Path, features, train, independent, jobs, threads, progress) -> list:
+def _run_folds(ds, inputs, splits, out: Path, features, train, independent, jobs, threads, progress) -> list:
     """Each fold's (row, predictions), serially or in ``jobs`` worker processes.
+
+    ``inputs`` is :func:`~emovox.dataset.model_inputs`: the features and augmented copies.
 
     Each fold trains with ``threads`` torch threads (default ``cores // jobs``) and is
     seeded the same way wherever it runs, so runs with the same threads per fold write
@@ -150,14 +152,14 @@ def _run_folds(ds, feats, splits, out: Path, features, train, independent, jobs,
     args = [(fold, out / "folds" / f"{fold.index}", features, train, independent) for fold in splits]
     if jobs <= 1:
         set_threads(threads)
-        return [_run_fold(ds, feats, *a, progress) for a in args]
+        return [_run_fold(ds, inputs, *a, progress) for a in args]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     results = {}
     with bar(enabled=progress) as pbar, ProcessPoolExecutor(
             jobs, mp_context=mp.get_context("spawn"), initializer=_init_fold_worker,
-            initargs=(ds, feats, threads, out)) as pool:
+            initargs=(ds, inputs, threads, out)) as pool:
         task = pbar.add_task(f"{len(splits)} folds, {jobs} at a time", total=len(splits), status="")
         futures = {pool.submit(_fold_in_worker, *a): a[0].index for a in args}
         for future in as_completed(futures):
@@ -170,19 +172,20 @@ def _run_folds(ds, feats, splits, out: Path, features, train, independent, jobs,
 _WORKER: dict = {}
 
 
-def _init_fold_worker(ds, feats, threads: int, out: Path) -> None:
+def _init_fold_worker(ds, inputs, threads: int, out: Path) -> None:
     from emovox.parallel import set_threads
 
     set_threads(threads)
     _open_run(out)  # this worker's log lines go to the run's train.log too
-    _WORKER.update(ds=ds, feats=feats)
+    _WORKER.update(ds=ds, inputs=inputs)
 
 
 def _fold_in_worker(fold, fold_dir, features, train, independent):
-    return _run_fold(_WORKER["ds"], _WORKER["feats"], fold, fold_dir, features, train, independent, False)
+    return _run_fold(_WORKER["ds"], _WORKER["inputs"], fold, fold_dir, features, train, independent, False)
 
 
-def _run_fold(ds, feats, fold, fold_dir: Path, features, train, independent, progress) -> tuple[dict, np.ndarray]:
+def _run_fold(ds, inputs, fold, fold_dir: Path, features, train, independent, progress) -> tuple[dict, np.ndarray]:
+    feats, augmented = inputs
     done = fold_dir / "result.json"
     if done.exists():
         saved = json.loads(done.read_text())
@@ -190,7 +193,7 @@ def _run_fold(ds, feats, fold, fold_dir: Path, features, train, independent, pro
     fit_idx, val_idx = validation_split(fold.train, ds.speakers, fraction=train.val_fraction, seed=train.seed,
                                         speaker_independent=independent)
     result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
-                 cfg=train, groups=ds.groups, checkpoint_dir=fold_dir, progress=progress,
+                 cfg=train, groups=ds.groups, augmented=augmented, checkpoint_dir=fold_dir, progress=progress,
                  description=f"fold {fold.index + 1}")
     calibration = _calibrate(result.model, feats, ds.y, val_idx, fold.test, features.clip_frames)
     pred = score_features(result.model, [feats[i] for i in fold.test], features.clip_frames).argmax(1)
@@ -230,7 +233,8 @@ def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, indepe
 def _name(train: TrainConfig, ds: Dataset) -> str:
     corpora = "+".join(sorted({u.corpus for u in ds.utterances}))
     norm = " + speaker norm" if train.speaker_norm else ""
-    return f"{train.model}{norm} on {corpora} ({len(ds.labels)} classes)"
+    aug = f" + {', '.join(train.augment)}" if train.augment else ""
+    return f"{train.model}{norm}{aug} on {corpora} ({len(ds.labels)} classes)"
 
 
 def _open_run(out: str | Path) -> Path:
@@ -267,8 +271,14 @@ def _dataset(data, s: Settings, *, corpus, cache_dir, jobs, strict, progress) ->
             raise ConfigError("no data given", fix="pass --data DIR, or list data: sources: in the --config file")
         data = s.sources
     return load_dataset(data, corpus=corpus, features=s.features, classes=s.classes, merge=s.merge,
-                        cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, strict=strict,
-                        progress=progress)
+                        augment=s.train.augment, cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir,
+                        jobs=jobs, strict=strict, progress=progress)
+
+
+def _source(data, corpus: str, cache_dir) -> dict:
+    """Where a run's data came from (read back by :func:`resume`)."""
+    return {"data": str(data) if data else None, "corpus": corpus,
+            "cache_dir": str(cache_dir) if cache_dir else None}
 
 
 def train(data: str | Path | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
@@ -281,7 +291,7 @@ def train(data: str | Path | None, out: str | Path, settings: Settings | None = 
     """
     s = settings or Settings()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
-    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data) if data else None, "corpus": corpus})
+    write_config(_open_run(out), **s.to_dict(), corpus=_source(data, corpus, cache_dir))
     return train_run(ds, out, features=s.features, train=s.train, progress=progress)
 
 
@@ -299,7 +309,7 @@ def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: in
     folds = doc.pop("folds", None)
     with_baseline = doc.pop("baseline", False)
     settings = Settings.from_doc(doc, source=str(run_dir / "config.json"))
-    kw = dict(corpus=source["corpus"], cache_dir=cache_dir, jobs=jobs, progress=progress)
+    kw = dict(corpus=source["corpus"], cache_dir=cache_dir or source.get("cache_dir"), jobs=jobs, progress=progress)
     if folds is None:
         return train(source["data"], run_dir, settings, **kw)
     return evaluate(source["data"], run_dir, settings, folds=folds, with_baseline=with_baseline, **kw)
@@ -311,7 +321,7 @@ def evaluate(data: str | Path | None, out: str | Path, settings: Settings | None
     """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`)."""
     s = settings or Settings()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
-    write_config(_open_run(out), **s.to_dict(), corpus={"data": str(data) if data else None, "corpus": corpus},
+    write_config(_open_run(out), **s.to_dict(), corpus=_source(data, corpus, cache_dir),
                  folds=folds, baseline=with_baseline)
     return cross_validate(ds, out, features=s.features, train=s.train, folds=folds, with_baseline=with_baseline,
                           cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, threads=threads,

@@ -25,17 +25,19 @@ class Settings:
     @classmethod
     def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
               seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-              merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen") -> Settings:
+              merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen",
+              augment: str | None = None) -> Settings:
         """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
         doc = load_file(config) if config else {}
         return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
                             speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone,
-                            ssl_mode=ssl_mode)
+                            ssl_mode=ssl_mode, augment=augment)
 
     @classmethod
     def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
                  seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-                 merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen") -> Settings:
+                 merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen",
+                 augment: str | None = None) -> Settings:
         """Settings from a parsed config document plus command-line overrides.
 
         ``backbone`` selects a self-supervised encoder: ``ssl_mode="frozen"`` caches its
@@ -60,6 +62,8 @@ class Settings:
         for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm)):
             if value is not None:
                 train_doc[key] = value
+        if augment is not None:
+            train_doc["augment"] = [a.strip() for a in augment.split(",") if a.strip()]
         data = dict(doc.get("data") or {})
         if classes:
             data["classes"] = [c.strip() for c in classes.split(",") if c.strip()]

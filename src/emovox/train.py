@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emovox import distributed, models
+from emovox import augment, distributed, models
 from emovox.cache import atomic_write
 from emovox.errors import ConfigError
 from emovox.features import fit_frames
@@ -54,6 +55,10 @@ class TrainConfig:
         model; the run's name and report say so. See :mod:`emovox.normalize`.
     spec_augment : bool
         Random time and frequency masks on training inputs.
+    augment : tuple of str
+        Waveform augmentations (see :mod:`emovox.augment`), e.g. ``("speed:0.9",
+        "speed:1.1")``: each epoch every training utterance is drawn as its original or
+        one of these copies.
     val_fraction : float
         Share of training speakers held out for early stopping.
     seed : int
@@ -75,6 +80,7 @@ class TrainConfig:
     class_weights: bool = True
     speaker_norm: bool = False
     spec_augment: bool = True
+    augment: tuple[str, ...] = ()
     val_fraction: float = 0.2
     seed: int = 0
     checkpoint_every: int = 0
@@ -87,6 +93,7 @@ class TrainConfig:
             raise ConfigError("epochs, batch_size and lr must be positive")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.schedule!r}", fix="use cosine or constant")
+        augment.parse_all(self.augment)
 
 
 @dataclass
@@ -136,7 +143,8 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> to
 
 def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray, *,
         n_classes: int, n_frames: int, cfg: TrainConfig, groups: np.ndarray | None = None,
-        checkpoint_dir: str | Path | None = None, progress: bool = True, description: str = "train") -> FitResult:
+        augmented: Sequence[list[np.ndarray]] = (), checkpoint_dir: str | Path | None = None, progress: bool = True,
+        description: str = "train") -> FitResult:
     """Train one model on ``fit_idx``, early-stopped on validation UA over ``val_idx``.
 
     Parameters
@@ -152,6 +160,9 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     cfg : TrainConfig
     groups : ndarray of int, optional
         Corpus index per utterance; class weights then also balance corpora.
+    augmented : sequence of lists of ndarray
+        Features of augmented copies of every utterance, one list per augmentation
+        (aligned with ``feats``); each training draw picks the original or a copy.
     checkpoint_dir : path, optional
         Where ``checkpoint.pt`` is written each epoch; an existing one is resumed.
 
@@ -195,7 +206,7 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
         while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
             if state["order"] is None:
                 state.update(order=rng.permutation(fit_idx), step=0, loss_sum=0.0, seen=0)
-            loss = _epoch(net, model, opt, weights, feats, y, state, n_frames, cfg, rng, gen, save)
+            loss = _epoch(net, model, opt, weights, (feats, *augmented), y, state, n_frames, cfg, rng, gen, save)
             state["order"] = None
             distributed.average_buffers(model)
             sched.step()
@@ -211,8 +222,11 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     return FitResult(model.eval(), state["best_epoch"], state["best_ua"], state["history"])
 
 
-def _epoch(net, model, opt, weights, feats, y, state, n_frames, cfg, rng, gen, save) -> float:
+def _epoch(net, model, opt, weights, sources, y, state, n_frames, cfg, rng, gen, save) -> float:
     """Train on this rank's shard of the epoch's permutation from ``state["step"]`` on.
+
+    ``sources`` holds the features and those of each augmented copy; every sample is
+    drawn from one of them at random.
 
     After each step, a requested stop (SIGINT/SIGTERM, see :func:`request_stop`) or every
     ``cfg.checkpoint_every`` steps, ``save()`` writes a checkpoint holding the position;
@@ -227,7 +241,9 @@ def _epoch(net, model, opt, weights, feats, y, state, n_frames, cfg, rng, gen, s
         state["step"] = step + 1
         if len(idx) < 2:  # batch-norm needs two samples
             continue
-        xb = np.stack([fit_frames(feats[j], n_frames, start=_crop_start(feats[j], n_frames, rng)) for j in idx])
+        picks = rng.integers(0, len(sources), len(idx)) if len(sources) > 1 else np.zeros(len(idx), dtype=int)
+        feats = [sources[s][j] for s, j in zip(picks, idx, strict=True)]
+        xb = np.stack([fit_frames(f, n_frames, start=_crop_start(f, n_frames, rng)) for f in feats])
         x = torch.from_numpy(xb)
         if cfg.spec_augment:
             x = spec_augment(model.norm(x), gen) * model.norm.std + model.norm.mean

@@ -1,0 +1,95 @@
+"""Waveform augmentation: the transforms, their cached features, and their use in training."""
+
+import numpy as np
+import pytest
+
+from emovox import train as train_mod
+from emovox.augment import AugmentedFeatures, WaveAugment
+from emovox.cache import extract_files
+from emovox.dataset import load_dataset, model_inputs
+from emovox.errors import ConfigError
+from emovox.features import FeatureConfig, extract_batch
+from emovox.train import TrainConfig, fit
+
+from .conftest import tone
+
+SR = 16000
+
+
+def _peak_hz(y: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / SR)[spectrum.argmax()])
+
+
+def test_speed_perturbation_scales_tempo_and_pitch():
+    t = np.arange(SR) / SR
+    y = (0.5 * np.sin(2 * np.pi * 400 * t)).astype(np.float32)
+    fast = WaveAugment.parse("speed:1.1")(y, SR)
+    slow = WaveAugment.parse("speed:0.9")(y, SR)
+    assert abs(len(fast) - SR / 1.1) <= 2 and abs(len(slow) - SR / 0.9) <= 2
+    assert _peak_hz(fast) == pytest.approx(440, abs=2) and _peak_hz(slow) == pytest.approx(360, abs=2)
+
+
+def test_noise_has_the_asked_snr_and_is_deterministic():
+    y = tone(200, 1.0, SR, seed=1)
+    noisy = WaveAugment.parse("noise:20")(y, SR)
+    snr = 10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean((noisy - y).astype(np.float64) ** 2))
+    assert snr == pytest.approx(20, abs=0.3)
+    np.testing.assert_array_equal(noisy, WaveAugment.parse("noise:20")(y, SR))
+    assert not np.array_equal(WaveAugment.parse("noise:20")(tone(200, 1.0, SR, seed=2), SR)[:100], noisy[:100])
+
+
+@pytest.mark.parametrize("spec", ["speed", "speed:3", "noise:x", "reverb:0.5", ""])
+def test_bad_spec_is_a_config_error_with_the_fix(spec):
+    with pytest.raises(ConfigError, match="speed:F"):
+        TrainConfig(augment=(spec,))
+
+
+def test_augmented_features_are_cached_under_their_own_key(ravdess_dir, tmp_path):
+    cfg = FeatureConfig(n_mels=32)
+    aug = AugmentedFeatures(cfg, WaveAugment("speed", 0.9))
+    paths = sorted(str(p) for p in ravdess_dir.rglob("03-01-0[345]-01-01-01-01.wav"))
+    cache = tmp_path / "cache"
+    first = extract_files(paths, aug, cache_dir=cache, progress=False).features
+    plain = extract_files(paths, cfg, cache_dir=cache, progress=False).features
+    assert len(list(cache.iterdir())) == 2  # one directory per (config, augmentation)
+    from emovox.audio import load
+
+    for p in paths:
+        expected = extract_batch([WaveAugment("speed", 0.9)(load(p, sr=SR), SR)], cfg)[0]
+        np.testing.assert_array_equal(first[p], expected)
+        assert first[p].shape[1] > plain[p].shape[1]  # slower audio, more frames
+    again = extract_files(paths, aug, cache_dir=cache, progress=False).features
+    assert all(np.array_equal(first[p], again[p]) for p in paths)
+
+
+def test_dataset_carries_aligned_augmented_copies_normalised_on_their_own(ravdess_dir, tmp_path):
+    ds = load_dataset(ravdess_dir, features=FeatureConfig(n_mels=32), augment=("speed:1.1", "noise:10"),
+                      cache_dir=tmp_path / "cache", progress=False)
+    assert len(ds.augmented) == 2 and all(len(a) == len(ds.features) for a in ds.augmented)
+    feats, augmented = model_inputs(ds, TrainConfig(speaker_norm=True, augment=("speed:1.1", "noise:10")))
+    speaker = [i for i, s in enumerate(ds.speakers) if s == ds.speakers[0]]
+    for copy in augmented:  # every copy is z-scored with its own per-speaker statistics
+        frames = np.concatenate([copy[i] for i in speaker], axis=1)
+        np.testing.assert_allclose(frames.mean(axis=1), 0, atol=1e-3)
+
+
+def test_training_draws_originals_and_copies_of_training_utterances_only(monkeypatch):
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((16, 40)).astype(np.float32) for _ in range(24)]
+    copies = [f + 1 for f in feats]
+    y = np.arange(24) % 2
+    fit_idx, val_idx = np.arange(16), np.arange(16, 24)
+    seen = []
+    real = train_mod.fit_frames
+
+    def spy(f, n, start=0):
+        seen.append(id(f))
+        return real(f, n, start=start)
+
+    monkeypatch.setattr(train_mod, "fit_frames", spy)
+    fit(feats, y, fit_idx, val_idx, n_classes=2, n_frames=20, augmented=[copies], progress=False,
+        cfg=TrainConfig(epochs=3, batch_size=4, patience=5))
+    originals, copied = {id(feats[i]) for i in fit_idx}, {id(copies[i]) for i in fit_idx}
+    assert seen and set(seen) <= originals | copied
+    assert len(set(seen) & originals) > 8 and len(set(seen) & copied) > 8
