@@ -22,20 +22,23 @@ from emovox.train import TrainConfig
 
 FOLDS = {"ravdess": "6", "emodb": "loso"}
 EPOCHS = {"ravdess": 40, "emodb": 60}  # RAVDESS has 2.7x the utterances per epoch
-# (corpus, model, speaker normalisation), in the order they run
+SPEED = ("speed:0.9", "speed:1.1")
+# (corpus, model, speaker normalisation, waveform augmentation), in the order they run
 SYSTEMS = [
-    ("emodb", "cnn", True),
-    ("ravdess", "cnn", True),
-    ("emodb", "cnn_small", False),
-    ("ravdess", "cnn_small", False),
-    ("emodb", "cnn", False),
-    ("ravdess", "cnn", False),
-    ("emodb", "crnn", True),
+    ("emodb", "cnn", True, ()),
+    ("ravdess", "cnn", True, ()),
+    ("emodb", "cnn_small", False, ()),
+    ("ravdess", "cnn_small", False, ()),
+    ("emodb", "cnn", False, ()),
+    ("ravdess", "cnn", False, ()),
+    ("ravdess", "cnn", True, SPEED),
+    ("emodb", "cnn", True, SPEED),
+    ("emodb", "crnn", True, ()),
 ]
 
 
-def tag(corpus: str, model: str, spk: bool) -> str:
-    return f"{corpus}/{model}{'+spk' if spk else ''}"
+def tag(corpus: str, model: str, spk: bool, augment: tuple) -> str:
+    return f"{corpus}/{model}{'+spk' if spk else ''}{'+speed' if augment else ''}"
 
 
 def main() -> None:
@@ -48,11 +51,12 @@ def main() -> None:
     args = ap.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     rows, with_baseline = [], set()
-    for corpus, model, spk in SYSTEMS:
-        name = tag(corpus, model, spk)
+    for corpus, model, spk, augment in SYSTEMS:
+        name = tag(corpus, model, spk, augment)
         if wanted and name not in wanted:
             continue
-        settings = Settings(train=TrainConfig(model=model, speaker_norm=spk, epochs=args.epochs or EPOCHS[corpus]))
+        settings = Settings(train=TrainConfig(model=model, speaker_norm=spk, augment=augment,
+                                              epochs=args.epochs or EPOCHS[corpus]))
         baseline = corpus not in with_baseline
         with_baseline.add(corpus)
         t0 = time.perf_counter()

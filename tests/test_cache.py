@@ -66,3 +66,41 @@ def test_parallel_and_sharded_equal_serial(ravdess_dir, tmp_path):
     for p in serial.features:
         np.testing.assert_array_equal(serial.features[p], parallel.features[p])
         np.testing.assert_array_equal(serial.features[p], sharded.features[p])
+
+
+SLOW_EXTRACTION = """
+import sys, time
+from emovox import cache
+from emovox.features import FeatureConfig
+real = cache.extract_batch
+cache.extract_batch = lambda signals, cfg: (time.sleep(0.3), real(signals, cfg))[1]
+cache.extract_files(sys.argv[2:], FeatureConfig(n_mels=32, clip_s=1.0), cache_dir=sys.argv[1], progress=False)
+"""
+
+
+def test_sigkill_during_extraction_then_rerun_gives_the_clean_cache(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import tone, write
+
+    paths = [str(write(tmp_path / "audio" / f"{i:03d}.wav", tone(120 + 5 * i, 1.0, 16000, seed=i), 16000))
+             for i in range(64)]
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EXTRACTION, str(killed), *paths])
+    deadline = time.time() + 60
+    while not list(killed.rglob("*.npy")) and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < len(list(killed.rglob("*.npy"))) < len(paths)  # killed part-way
+    extract_files(paths, CFG, cache_dir=killed, progress=False)
+    extract_files(paths, CFG, cache_dir=clean, progress=False)
+
+    def entries(root):
+        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*.npy")}
+
+    assert entries(killed) == entries(clean) and len(entries(clean)) == len(paths)

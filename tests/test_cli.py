@@ -26,12 +26,16 @@ def run(*args):
 def test_train_then_predict(ravdess_dir, tmp_path, config_file):
     out = tmp_path / "run"
     r = run("train", "--data", ravdess_dir, "--corpus", "ravdess", "--model", "cnn", "--out", out,
-            "--config", config_file, "--cache-dir", tmp_path / "cache", *FAST)
+            "--config", config_file, "--cache-dir", tmp_path / "cache", "--augment", "speed:1.1,noise:20", *FAST)
     assert r.exit_code == 0, r.output
     assert {"model.pt", "config.json", "metrics.json", "train.log"} <= {p.name for p in out.iterdir()}
     assert not (out / "checkpoint.pt").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["skipped"]) == 2  # the corrupt and the silent file
+    assert "speed:1.1, noise:20" in metrics["name"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["augment"] == ["speed:1.1", "noise:20"]
+    assert config["corpus"]["cache_dir"] == str(tmp_path / "cache")  # --resume finds the same cache
     files = sorted(ravdess_dir.glob("Actor_01/*-01-01.wav"))[:2]
     r = run("predict", "--model", out, "--format", "json", *files)
     assert r.exit_code == 0, r.output
@@ -75,6 +79,7 @@ def test_evaluate_writes_metrics_report_and_plot(ravdess_dir, tmp_path, config_f
         (["predict", "--model", "{tmp}", "{ravdess}"], "no model.pt"),
         (["predict", "{tmp}/missing.wav"], "missing.wav: no such file"),
         (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--classes", "happy,grumpy"], "unknown emotion"),
+        (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--augment", "speed:9"], "bad augmentation"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(ravdess_dir, tmp_path, args, message):
