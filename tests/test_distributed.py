@@ -68,10 +68,10 @@ def test_torchrun_restarts_a_killed_rank_and_resumes(corpus, spawned, tmp_path):
                              *_args(corpus, out, tmp_path)], env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(workers) == 2
+    assert len(workers) == 2, proc.communicate(timeout=60)[1][-3000:]
     os.kill(int(workers[-1]), signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
