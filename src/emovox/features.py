@@ -136,24 +136,30 @@ def _window(n_fft: int) -> np.ndarray:
 
 
 def _power_stft(signals: list[np.ndarray], cfg: FeatureConfig) -> np.ndarray:
-    """Power STFT ``(batch, 1 + n_fft // 2, frames)`` of zero-padded, centred signals."""
+    """Power STFT ``(batch, frames, 1 + n_fft // 2)`` of zero-padded, centred signals.
+
+    Frames come first, as the FFT writes them, so the mel projection is one contiguous
+    matrix product; the squares are taken in place on the interleaved real/imaginary parts.
+    """
     pad = cfg.n_fft // 2
     longest = max(len(y) for y in signals)
     batch = np.zeros((len(signals), longest + 2 * pad), dtype=np.float32)
     for i, y in enumerate(signals):
         batch[i, pad : pad + len(y)] = y
     frames = np.lib.stride_tricks.sliding_window_view(batch, cfg.n_fft, axis=1)[:, :: cfg.hop_length]
-    spec = scipy.fft.rfft(frames * _window(cfg.n_fft), axis=-1)
-    power = np.square(spec.real)
-    power += np.square(spec.imag)
-    return power.transpose(0, 2, 1)
+    parts = scipy.fft.rfft(frames * _window(cfg.n_fft), axis=-1).view(np.float32)
+    parts *= parts
+    return parts[..., 0::2] + parts[..., 1::2]
 
 
 def _to_db(power: np.ndarray, n_frames: list[int], top_db: float | None, scale: float) -> list[np.ndarray]:
-    """``librosa.power_to_db(ref=1.0)`` (``scale=10``) per signal, peak over its own frames."""
+    """``librosa.power_to_db(ref=1.0)`` (``scale=10``) per signal, peak over its own frames.
+
+    ``power`` is ``(batch, frames, bins)``; each result is ``(bins, frames)``.
+    """
     out = []
     for i, n in enumerate(n_frames):
-        d = scale * np.log10(np.maximum(power[i, :, :n], AMIN))
+        d = scale * np.log10(np.maximum(np.ascontiguousarray(power[i, :n].T), AMIN))
         if top_db is not None:
             np.maximum(d, d.max() - top_db, out=d)
         out.append(d)
@@ -167,13 +173,12 @@ def _n_frames(signals: list[np.ndarray], cfg: FeatureConfig) -> list[int]:
 def spectrogram_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
     """Magnitude STFT ``np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length))``."""
     power = _power_stft(signals, cfg)
-    return [np.sqrt(power[i, :, :n]) for i, n in enumerate(_n_frames(signals, cfg))]
+    return [np.sqrt(np.ascontiguousarray(power[i, :n].T)) for i, n in enumerate(_n_frames(signals, cfg))]
 
 
 def logmel_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
     """``power_to_db(melspectrogram(y=y, sr=sr, n_fft, hop_length, n_mels, fmin, fmax), top_db)``."""
-    mel = np.matmul(_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax),
-                    _power_stft(signals, cfg))
+    mel = _power_stft(signals, cfg) @ _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).T
     return _to_db(mel, _n_frames(signals, cfg), cfg.top_db, 10.0)
 
 
