@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from emovox import augment, distributed, models
+from emovox import distributed, models
+from emovox.augment import parse_all
 from emovox.cache import atomic_write
 from emovox.errors import ConfigError
 from emovox.features import fit_frames
@@ -93,7 +94,7 @@ class TrainConfig:
             raise ConfigError("epochs, batch_size and lr must be positive")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.schedule!r}", fix="use cosine or constant")
-        augment.parse_all(self.augment)
+        parse_all(self.augment)  # a bad spec fails here, before any work
 
 
 @dataclass
