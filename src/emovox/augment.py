@@ -32,13 +32,14 @@ class WaveAugment:
 
     @classmethod
     def parse(cls, spec: str) -> WaveAugment:
+        """``"speed:0.9"`` -> ``WaveAugment("speed", 0.9)``; anything else is a :class:`ConfigError`."""
         kind, _, value = spec.partition(":")
         try:
             number = float(value)
         except ValueError:
             number = None
-        lo, hi = KINDS.get(kind, (0.0, -1.0))
-        if number is None or not lo <= number <= hi:
+        bounds = KINDS.get(kind)
+        if bounds is None or number is None or not bounds[0] <= number <= bounds[1]:
             raise ConfigError(f"bad augmentation {spec!r}",
                               fix="use speed:F (0.5-2, e.g. speed:0.9) or noise:SNR_DB (e.g. noise:20)")
         return cls(kind, number)
