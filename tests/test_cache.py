@@ -1,3 +1,9 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -5,6 +11,8 @@ from emovox import cache as cache_mod
 from emovox.cache import FeatureCache, extract_files
 from emovox.errors import AudioError
 from emovox.features import FeatureConfig
+
+from .conftest import tone, write
 
 CFG = FeatureConfig(n_mels=32, clip_s=1.0)
 
@@ -79,14 +87,6 @@ cache.extract_files(sys.argv[2:], FeatureConfig(n_mels=32, clip_s=1.0), cache_di
 
 
 def test_sigkill_during_extraction_then_rerun_gives_the_clean_cache(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from .conftest import tone, write
-
     paths = [str(write(tmp_path / "audio" / f"{i:03d}.wav", tone(120 + 5 * i, 1.0, 16000, seed=i), 16000))
              for i in range(64)]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
