@@ -88,9 +88,11 @@ def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_exactly(ravdess_dir,
     assert f"emovox train --resume {tmp_path / 'run'}" in " ".join(err.split())
     state = torch.load(ckpt, weights_only=False)["state"]
     assert state["step"] > 0 and state["order"] is not None  # the position inside the epoch
-    r = subprocess.run([sys.executable, "-m", "emovox", "train", "--resume", str(tmp_path / "run"), "--quiet",
-                        "--cache-dir", str(tmp_path / "c")], env=env, capture_output=True, text=True)
+    home = tmp_path / "home"  # --resume must find the run's --cache-dir, not fall back to ~/.cache
+    r = subprocess.run([sys.executable, "-m", "emovox", "train", "--resume", str(tmp_path / "run"), "--quiet"],
+                       env={**env, "HOME": str(home)}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert not (home / ".cache" / "emovox").exists()
     full = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     resumed = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
