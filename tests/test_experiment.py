@@ -96,3 +96,32 @@ def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_exactly(ravdess_dir,
     full = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     resumed = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_baseline_is_speaker_normalised_like_the_model(ravdess_dir, tmp_path):
+    import numpy as np
+
+    from emovox import baseline
+    from emovox.cache import extract_files
+    from emovox.dataset import load_dataset
+    from emovox.splits import make_folds
+
+    ds = load_dataset(ravdess_dir, features=SETTINGS.features, cache_dir=tmp_path / "c", progress=False)
+    splits = make_folds(ds.speakers, [str(v) for v in ds.y], 2)
+    kw = dict(cache_dir=tmp_path / "c", jobs=1, progress=False, seed=0, independent=True)
+    normed, plain = (experiment.run_baseline(ds, splits, speaker_norm=norm, **kw) for norm in (True, False))
+    assert normed["name"] == "eGeMAPSv02 + SVM + speaker norm" and plain["name"] == "eGeMAPSv02 + SVM"
+    assert normed["confusion_matrix"] != plain["confusion_matrix"]
+    raw = extract_files([u.path for u in ds.utterances], baseline.EgemapsConfig(), cache_dir=tmp_path / "c",
+                        progress=False).features
+    x = np.stack([raw[u.path] for u in ds.utterances]).astype(np.float64)
+    speakers = np.array(ds.speakers)
+    for s in set(ds.speakers):  # z-score each speaker's functionals by hand
+        rows = speakers == s
+        x[rows] = (x[rows] - x[rows].mean(axis=0)) / (x[rows].std(axis=0) + 1e-5)
+    expected = np.zeros_like(ds.y)
+    for fold in splits:
+        expected[fold.test] = baseline.fit_predict(x.astype(np.float32), ds.y, fold.train, fold.test, seed=0)
+    from sklearn.metrics import confusion_matrix
+
+    assert normed["confusion_matrix"] == confusion_matrix(ds.y, expected, labels=range(len(ds.labels))).tolist()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox import __version__, baseline, distributed, models
+from emovox import __version__, baseline, distributed, models, normalize
 from emovox.cache import atomic_write, extract_files
 from emovox.calibrate import ece, fit_temperature
 from emovox.config import load_file, to_dict
@@ -116,7 +116,8 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
         metrics["per_corpus"] = _per_corpus(ds, y_pred)
     if with_baseline:
         metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
-                                           seed=train.seed, independent=independent)
+                                           seed=train.seed, independent=independent,
+                                           speaker_norm=train.speaker_norm)
     _write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], ds.labels, out / "confusion_matrix.png", title=name)
     report = report_markdown(metrics, baseline=metrics.get("baseline"), image="confusion_matrix.png")
@@ -215,11 +216,16 @@ def _calibrate(model, feats, y, val_idx, test_idx, n_frames) -> dict:
     return {"temperature": round(t, 4), "ece_before": before, "ece_after": after}
 
 
-def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, independent) -> dict:
-    """eGeMAPSv02 functionals + SVM on exactly the given folds."""
+def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, independent,
+                 speaker_norm: bool = False) -> dict:
+    """eGeMAPSv02 functionals + SVM on exactly the given folds; with ``speaker_norm`` the
+    functionals are z-scored per speaker first, as the model's features are."""
     ext = extract_files([u.path for u in ds.utterances], baseline.EgemapsConfig(), cache_dir=cache_dir,
                         jobs=jobs, progress=progress)
-    x = np.stack([ext.features[u.path] for u in ds.utterances])
+    columns = [ext.features[u.path][:, None] for u in ds.utterances]  # one "frame" per utterance
+    if speaker_norm:
+        columns = normalize.by_speaker(columns, ds.speakers)
+    x = np.concatenate(columns, axis=1).T
     y_pred = np.zeros_like(ds.y)
     rows = []
     for fold in splits:
@@ -227,7 +233,8 @@ def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, indepe
         y_pred[fold.test] = pred
         rows.append({"fold": fold.index, "test_speakers": list(fold.test_speakers),
                      **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict()})
-    return summarise(ds.y, y_pred, rows, ds.labels, name="eGeMAPSv02 + SVM", speaker_independent=independent)
+    name = "eGeMAPSv02 + SVM" + (" + speaker norm" if speaker_norm else "")
+    return summarise(ds.y, y_pred, rows, ds.labels, name=name, speaker_independent=independent)
 
 
 def _name(train: TrainConfig, ds: Dataset) -> str:
