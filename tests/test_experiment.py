@@ -7,13 +7,18 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import confusion_matrix
 
-from emovox import experiment
+from emovox import baseline, experiment
+from emovox.cache import extract_files
+from emovox.dataset import load_dataset
 from emovox.errors import ConfigError
 from emovox.features import FeatureConfig
 from emovox.settings import Settings
+from emovox.splits import make_folds
 from emovox.train import TrainConfig
 
 SETTINGS = Settings(features=FeatureConfig(n_mels=32, clip_s=1.0),
@@ -99,13 +104,6 @@ def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_exactly(ravdess_dir,
 
 
 def test_baseline_is_speaker_normalised_like_the_model(ravdess_dir, tmp_path):
-    import numpy as np
-
-    from emovox import baseline
-    from emovox.cache import extract_files
-    from emovox.dataset import load_dataset
-    from emovox.splits import make_folds
-
     ds = load_dataset(ravdess_dir, features=SETTINGS.features, cache_dir=tmp_path / "c", progress=False)
     splits = make_folds(ds.speakers, [str(v) for v in ds.y], 2)
     kw = dict(cache_dir=tmp_path / "c", jobs=1, progress=False, seed=0, independent=True)
@@ -122,6 +120,4 @@ def test_baseline_is_speaker_normalised_like_the_model(ravdess_dir, tmp_path):
     expected = np.zeros_like(ds.y)
     for fold in splits:
         expected[fold.test] = baseline.fit_predict(x.astype(np.float32), ds.y, fold.train, fold.test, seed=0)
-    from sklearn.metrics import confusion_matrix
-
     assert normed["confusion_matrix"] == confusion_matrix(ds.y, expected, labels=range(len(ds.labels))).tolist()
