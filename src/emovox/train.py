@@ -283,8 +283,7 @@ def request_stop() -> bool:
 
 def _stop_requested() -> bool:
     """The stop flag, agreed over ranks (any rank asked -> all stop at the same step)."""
-    flag = np.array([float(_STOP["requested"])])
-    return bool(distributed.sum_array(flag)[0] > 0) if distributed.world() > 1 else bool(flag[0])
+    return bool(distributed.sum_array(np.array([float(_STOP["requested"])]))[0] > 0)
 
 
 @contextlib.contextmanager
