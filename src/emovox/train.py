@@ -242,6 +242,7 @@ def _epoch(net, model, opt, weights, sources, y, state, n_frames, cfg, rng, gen,
         state["step"] = step + 1
         if len(idx) < 2:  # batch-norm needs two samples
             continue
+        # without augmentation no draw is made, so such runs keep the RNG stream (and results) they had
         picks = rng.integers(0, len(sources), len(idx)) if len(sources) > 1 else np.zeros(len(idx), dtype=int)
         feats = [sources[s][j] for s, j in zip(picks, idx, strict=True)]
         xb = np.stack([fit_frames(f, n_frames, start=_crop_start(f, n_frames, rng)) for f in feats])
