@@ -2,9 +2,11 @@
 
 Usage::
 
-    python benchmarks/accuracy.py [--data ../shared/data] [--out runs/bench] [--only emodb/cnn+spk,...] [--epochs N]
+    python benchmarks/accuracy.py [--data ../shared/data] [--out runs/bench] [--only emodb/cnn+spk,...]
+                                  [--epochs N] [--seed S]
 
-Each system is one ``emovox evaluate`` run (through the Python API): RAVDESS with all 8
+Each system is one ``emovox evaluate`` run (through the Python API; ``mlp`` reads eGeMAPS +
+GE2E utterance vectors, the other models 64-band log-mel): RAVDESS with all 8
 classes in 6 folds grouped by actor, EMO-DB with all 7 classes leave-one-speaker-out.
 The first run of each corpus also runs eGeMAPSv02 + SVM on the same folds. Folds run 2
 at a time (1 torch thread each). Finished folds are reused, so an interrupted run resumes.
@@ -18,7 +20,6 @@ from pathlib import Path
 
 from emovox import experiment
 from emovox.settings import Settings
-from emovox.train import TrainConfig
 
 FOLDS = {"ravdess": "6", "emodb": "loso"}
 EPOCHS = {"ravdess": 40, "emodb": 60}  # RAVDESS has 2.7x the utterances per epoch
@@ -34,6 +35,12 @@ SYSTEMS = [
     ("ravdess", "cnn", True, SPEED),
     ("emodb", "cnn", True, SPEED),
     ("emodb", "crnn", True, ()),
+    ("emodb", "mlp", True, ()),
+    ("ravdess", "mlp", True, ()),
+    ("emodb", "mlp", True, SPEED),
+    ("ravdess", "mlp", True, SPEED),
+    ("emodb", "mlp", False, ()),
+    ("ravdess", "mlp", False, ()),
 ]
 
 
@@ -48,6 +55,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated tags, e.g. emodb/cnn+spk,ravdess/cnn_small")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, help="override the epochs per corpus (use a fresh --out)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (use a fresh --out)")
     args = ap.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     rows, with_baseline = [], set()
@@ -55,8 +63,8 @@ def main() -> None:
         name = tag(corpus, model, spk, augment)
         if wanted and name not in wanted:
             continue
-        settings = Settings(train=TrainConfig(model=model, speaker_norm=spk, augment=augment,
-                                              epochs=args.epochs or EPOCHS[corpus]))
+        settings = Settings.build(model=model, speaker_norm=spk, augment=",".join(augment),
+                                  epochs=args.epochs or EPOCHS[corpus], seed=args.seed)  # as the CLI does
         baseline = corpus not in with_baseline
         with_baseline.add(corpus)
         t0 = time.perf_counter()

@@ -10,6 +10,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from emovox import utterance
+
 FEATURE_SET = "eGeMAPSv02"
 SAMPLE_RATE = 16000
 
@@ -24,21 +26,7 @@ class EgemapsConfig:
 
     def extract_batch(self, signals: list[np.ndarray]) -> list[np.ndarray]:
         """88 eGeMAPSv02 functionals per signal, as ``(88,)`` float32 arrays."""
-        smile = _smile()
-        return [smile.process_signal(y, self.sample_rate).to_numpy(dtype=np.float32)[0] for y in signals]
-
-
-_SMILE = None
-
-
-def _smile():
-    global _SMILE
-    if _SMILE is None:
-        import opensmile
-
-        _SMILE = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                 feature_level=opensmile.FeatureLevel.Functionals)
-    return _SMILE
+        return utterance.egemaps(signals, self.sample_rate)
 
 
 def make_svm(seed: int = 0):

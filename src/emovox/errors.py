@@ -18,7 +18,7 @@ class EmovoxError(Exception):
 
 
 class AudioError(EmovoxError):
-    """Audio that cannot be decoded, is empty, or is silent."""
+    """Audio that cannot be decoded, is empty or silent, or is too little for the model."""
 
 
 class CorpusError(EmovoxError):

@@ -23,10 +23,11 @@ import scipy.signal
 
 from emovox.errors import ConfigError
 
-KINDS = ("logmel", "mfcc", "spectrogram", "ssl", "waveform")
+KINDS = ("logmel", "mfcc", "spectrogram", "ssl", "waveform", "utterance")
 AMIN = 1e-10  # librosa.power_to_db's floor
 PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
+UTTERANCE_DIMS = {"egemaps": 88, "ge2e": 256}
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ class FeatureConfig:
 
     Attributes
     ----------
-    kind : {"logmel", "mfcc", "spectrogram", "ssl", "waveform"}
+    kind : {"logmel", "mfcc", "spectrogram", "ssl", "waveform", "utterance"}
         Log-mel power (dB), MFCC, log-magnitude STFT (dB), the stacked hidden states
-        of a self-supervised encoder (see :mod:`emovox.ssl`), or the waveform itself as a
-        ``(1, samples)`` matrix (for fine-tuning an encoder).
+        of a self-supervised encoder (see :mod:`emovox.ssl`), the waveform itself as a
+        ``(1, samples)`` matrix (for fine-tuning an encoder), or one column per
+        utterance of the vectors named in ``utterance`` (see :mod:`emovox.utterance`).
     sample_rate : int
         Audio is resampled to this rate (Hz) first.
     n_fft, hop_length : int
@@ -61,6 +63,11 @@ class FeatureConfig:
         Fixed model input length in seconds (crop or zero-pad features to it).
     backbone : str or None
         Encoder directory for ``kind="ssl"`` (16 kHz only).
+    utterance : tuple of str
+        For ``kind="utterance"``: ``"egemaps"`` (88 eGeMAPSv02 functionals) and/or
+        ``"ge2e"`` (256-dimensional GE2E speaker-encoder embedding), stacked in this order.
+    speaker_encoder : str or None
+        GE2E weights file for ``"ge2e"`` (default: the one the ``resemblyzer`` package ships).
     """
 
     kind: str = "logmel"
@@ -77,6 +84,8 @@ class FeatureConfig:
     trim_db: float | None = 30.0
     clip_s: float = 2.0
     backbone: str | None = None
+    utterance: tuple[str, ...] = ("egemaps", "ge2e")
+    speaker_encoder: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -89,7 +98,10 @@ class FeatureConfig:
             raise ConfigError("n_mfcc cannot exceed n_mels")
         if (self.kind == "ssl") != (self.backbone is not None):
             raise ConfigError("kind='ssl' and a backbone go together", fix="pass --backbone DIR for the ssl model")
-        if self.kind in ("ssl", "waveform") and (self.sample_rate != 16000 or self.deltas or self.prosody):
+        if not self.utterance or set(self.utterance) - set(UTTERANCE_DIMS):
+            raise ConfigError(f"unknown utterance vectors {list(self.utterance)}",
+                              fix=f"use one or more of {', '.join(UTTERANCE_DIMS)}")
+        if self.kind in ("ssl", "waveform", "utterance") and (self.sample_rate != 16000 or self.deltas or self.prosody):
             raise ConfigError(f"{self.kind} features need sample_rate 16000, no deltas and no prosody")
 
     @property
@@ -101,6 +113,8 @@ class FeatureConfig:
             return layers * hidden
         if self.kind == "waveform":
             return 1
+        if self.kind == "utterance":
+            return sum(UTTERANCE_DIMS[v] for v in self.utterance)
         base = {"logmel": self.n_mels, "mfcc": self.n_mfcc, "spectrogram": self.n_fft // 2 + 1}[self.kind]
         return base * (1 + self.deltas) + (2 if self.prosody else 0)
 
@@ -116,6 +130,8 @@ class FeatureConfig:
             return ssl.n_frames(self.backbone, n_samples)
         if self.kind == "waveform":
             return n_samples
+        if self.kind == "utterance":
+            return 1
         return 1 + n_samples // self.hop_length
 
 
@@ -176,10 +192,20 @@ def spectrogram_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.
     return [np.sqrt(np.ascontiguousarray(power[i, :n].T)) for i, n in enumerate(_n_frames(signals, cfg))]
 
 
+def _mel_power(signals: list[np.ndarray], cfg: FeatureConfig) -> np.ndarray:
+    """Mel power ``(batch, frames, n_mels)``."""
+    return _power_stft(signals, cfg) @ _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).T
+
+
+def mel_power_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
+    """``melspectrogram(y=y, sr=sr, n_fft, hop_length, n_mels, fmin, fmax)``: power, no dB."""
+    mel = _mel_power(signals, cfg)
+    return [np.ascontiguousarray(mel[i, :n].T) for i, n in enumerate(_n_frames(signals, cfg))]
+
+
 def logmel_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
     """``power_to_db(melspectrogram(y=y, sr=sr, n_fft, hop_length, n_mels, fmin, fmax), top_db)``."""
-    mel = _power_stft(signals, cfg) @ _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).T
-    return _to_db(mel, _n_frames(signals, cfg), cfg.top_db, 10.0)
+    return _to_db(_mel_power(signals, cfg), _n_frames(signals, cfg), cfg.top_db, 10.0)
 
 
 def mfcc_from_logmel(logmel: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -203,6 +229,10 @@ def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarra
         return ssl.hidden_states(signals, cfg.backbone)
     if cfg.kind == "waveform":
         return [y[None].astype(np.float32) for y in signals]
+    if cfg.kind == "utterance":
+        from emovox import utterance
+
+        return utterance.vectors(signals, cfg.utterance, speaker_encoder=cfg.speaker_encoder)
     # log-magnitude: librosa.amplitude_to_db(|S|, ref=1.0, top_db) == 10*log10(max(amin², |S|²))
     return _to_db(_power_stft(signals, cfg), _n_frames(signals, cfg), cfg.top_db, 10.0)
 
@@ -258,17 +288,18 @@ def _odd(n: int) -> int:
     return max(3, n if n % 2 else n - 1)
 
 
-def fit_frames(feat: np.ndarray, n: int, *, start: int = 0) -> np.ndarray:
-    """Crop ``feat`` to ``n`` frames from ``start``, or pad it with its own minimum (silence)."""
+def fit_frames(feat: np.ndarray, n: int, *, start: int = 0, pad_value: float | None = None) -> np.ndarray:
+    """Crop ``feat`` to ``n`` frames from ``start``, or pad it with ``pad_value`` (default:
+    its own minimum, i.e. silence)."""
     f = feat[:, start : start + n]
     if f.shape[1] == n:
         return f
-    out = np.full((feat.shape[0], n), feat.min(), dtype=np.float32)
+    out = np.full((feat.shape[0], n), feat.min() if pad_value is None else pad_value, dtype=np.float32)
     out[:, : f.shape[1]] = f
     return out
 
 
-def windows(feat: np.ndarray, n: int) -> np.ndarray:
+def windows(feat: np.ndarray, n: int, *, pad_value: float | None = None) -> np.ndarray:
     """Cover a feature matrix with ``n``-frame windows at half-window hops: ``(k, F, n)``.
 
     A model trained on fixed ``n``-frame clips scores a longer utterance by averaging
@@ -276,7 +307,7 @@ def windows(feat: np.ndarray, n: int) -> np.ndarray:
     """
     total = feat.shape[1]
     if total <= n:
-        return fit_frames(feat, n)[None]
+        return fit_frames(feat, n, pad_value=pad_value)[None]
     hop = max(1, n // 2)
     starts = list(range(0, total - n + 1, hop))
     if starts[-1] != total - n:

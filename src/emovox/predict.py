@@ -117,7 +117,9 @@ class Predictor:
         """Learn the speaker's feature statistics from unlabelled audio of that speaker.
 
         Only matters for models trained with speaker normalisation; later predictions use
-        these statistics. Without them, each input is normalised with its own.
+        these statistics. Without them, each input is normalised with its own, except
+        utterance vectors (one frame per input), which share the statistics of all inputs
+        of the call (so pass several files of one speaker together).
         """
         self.speaker_stats_ = Stats.of(extract_batch(self._signals(x, sr)[0], self.features))
         return self
@@ -126,11 +128,21 @@ class Predictor:
         """Emotions of mono signals already at ``self.features.sample_rate``."""
         feats = extract_batch(list(signals), self.features)
         if self.speaker_norm:
-            stats = stats or self.speaker_stats_
-            feats = [(stats or Stats().update(f)).apply(f) for f in feats]
+            feats = self._normalise(feats, stats or self.speaker_stats_)
         probs = score_features(self.model, feats, self.n_frames)
         sr = self.features.sample_rate
         return [self._result(p, len(y) / sr) for p, y in zip(probs, signals, strict=True)]
+
+    def _normalise(self, feats: list[np.ndarray], stats: Stats | None) -> list[np.ndarray]:
+        """Speaker-normalise with ``stats``; without them, frames with each input's own
+        statistics and utterance vectors with those of all the inputs."""
+        if stats is None and self.features.kind == "utterance":
+            if len(feats) < 2:
+                raise AudioError("this model z-scores utterance vectors per speaker, and one input has no "
+                                 "statistics", fix="pass several files of the speaker together, a recording "
+                                                   "(timeline), or adapt() the predictor to the speaker first")
+            stats = Stats.of(feats)
+        return [(stats or Stats().update(f)).apply(f) for f in feats]
 
     def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 32) -> list[dict]:
         """Classify each speech segment of a recording of any length (streamed from disk).

@@ -62,6 +62,8 @@ class Settings:
         for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm)):
             if value is not None:
                 train_doc[key] = value
+        if train_doc.get("model") == "mlp":  # unless told otherwise, the MLP reads utterance vectors
+            features_doc.setdefault("kind", "utterance")
         if augment is not None:
             train_doc["augment"] = [a.strip() for a in augment.split(",") if a.strip()]
         data = dict(doc.get("data") or {})

@@ -128,11 +128,14 @@ def sample_weights(y: np.ndarray, groups: np.ndarray | None = None) -> np.ndarra
 
 
 def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> torch.Tensor:
-    """Mask random frequency bands (≤ F/8 rows) and time spans (≤ T/10 frames) with the batch mean."""  # noqa: RUF002
+    """Mask random frequency bands (≤ F/8 rows) and time spans (≤ T/10 frames) with the batch mean.
+
+    A one-row waveform gets time masks only, a one-frame utterance vector feature masks only.
+    """  # noqa: RUF002
     x = x.clone()
     b, f, t = x.shape
     fill = x.mean()
-    for axis, size, width in ((1, f, f // 8), (2, t, max(1, t // 10))):  # a 1-row waveform gets time masks only
+    for axis, size, width in ((1, f, f // 8), (2, t, t // 10)):
         for _ in range(masks):
             w = torch.randint(0, width + 1, (b,), generator=gen)
             start = (torch.rand(b, generator=gen) * (size - w)).long()

@@ -19,6 +19,7 @@ from torch import nn
 from emovox.errors import CheckpointError, ConfigError
 from emovox.models.cnn import CNN, SmallCNN
 from emovox.models.layers import FeatureNorm
+from emovox.models.mlp import MLP
 from emovox.models.rnn import CRNN, BiLSTM
 from emovox.models.ssl_finetune import SSLFinetune
 from emovox.models.ssl_head import SSLHead
@@ -28,6 +29,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "cnn": CNN,
     "bilstm": BiLSTM,
     "crnn": CRNN,
+    "mlp": MLP,
     "ssl": SSLHead,
     "ssl_finetune": SSLFinetune,
 }

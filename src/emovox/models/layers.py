@@ -18,10 +18,15 @@ class FeatureNorm(nn.Module):
         self.register_buffer("std", torch.ones(n_features, 1))
 
     def fit(self, feats: list) -> None:
-        """Set mean and std per row from a list of ``(n_features, n_frames)`` arrays."""
+        """Set mean and std per row from a list of ``(n_features, n_frames)`` arrays.
+
+        A row that is constant in training keeps std 1 (as scikit-learn's StandardScaler
+        does), so values it takes only in new data are not blown up by a tiny std.
+        """
         x = torch.cat([torch.as_tensor(f) for f in feats], dim=1).double()
+        std = x.std(dim=1, keepdim=True)
         self.mean.copy_(x.mean(dim=1, keepdim=True).float())
-        self.std.copy_(x.std(dim=1, keepdim=True).clamp_min(1e-5).float())
+        self.std.copy_(torch.where(std < 1e-5, 1.0, std).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

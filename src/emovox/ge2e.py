@@ -1,0 +1,110 @@
+"""A pretrained GE2E speaker encoder (d-vectors) as a frozen utterance-level front end.
+
+The encoder (Wan et al., 2018, "Generalized end-to-end loss for speaker verification";
+3-layer LSTM over 40-band power mel frames, 256-dimensional embedding) was trained to
+tell thousands of speakers apart. Within one speaker its embedding still moves with
+how they speak, so, z-scored per speaker, it carries emotion that eGeMAPS functionals
+miss (see docs/benchmarks.md).
+
+Weights load from a local file: by default the ``pretrained.pt`` that the
+``resemblyzer`` package ships inside its wheel (``pip install 'emovox[speaker]'``), or
+any checkpoint of the same shape (``FeatureConfig.speaker_encoder``). Nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emovox.errors import ConfigError
+
+SAMPLE_RATE = 16000
+N_MELS = 40
+N_FFT = 400  # 25 ms
+HOP = 160  # 10 ms
+PARTIAL_FRAMES = 160  # the encoder was trained on 1.6 s pieces
+TARGET_DBFS = -30.0  # quieter audio is raised to this level first, as in training
+DIM = 256
+
+
+class SpeakerEncoder(nn.Module):
+    """Power mel frames ``(B, T, 40)`` -> LSTM x3 -> linear -> ReLU -> unit-length embedding ``(B, 256)``."""
+
+    def __init__(self, hidden: int = 256, layers: int = 3):
+        super().__init__()
+        self.lstm = nn.LSTM(N_MELS, hidden, layers, batch_first=True)
+        self.linear = nn.Linear(hidden, DIM)
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(mels)
+        e = torch.relu(self.linear(h[-1]))
+        return e / e.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def default_weights() -> Path:
+    """The weights file inside the installed ``resemblyzer`` package (the package is not imported)."""
+    spec = importlib.util.find_spec("resemblyzer")
+    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt" if spec and \
+        spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ConfigError("no GE2E speaker-encoder weights found",
+                          fix="pip install 'emovox[speaker]' (ships them), or set features.speaker_encoder to a "
+                              "local GE2E checkpoint")
+    return path
+
+
+@lru_cache(maxsize=2)
+def load_encoder(weights: str | None = None) -> SpeakerEncoder:
+    """The encoder with weights from ``weights`` (a local file) or :func:`default_weights`, in eval mode."""
+    path = Path(weights).expanduser() if weights else default_weights()
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError("speaker-encoder weights not found", path=path,
+                          fix="pass the path of a GE2E checkpoint (e.g. resemblyzer's pretrained.pt)") from None
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise ConfigError(f"cannot read speaker-encoder weights ({type(exc).__name__})", path=path) from None
+    state = payload.get("model_state", payload) if isinstance(payload, dict) else {}
+    encoder = SpeakerEncoder()
+    wanted = encoder.state_dict().keys()
+    if not set(wanted) <= set(state):
+        raise ConfigError("not a GE2E speaker-encoder checkpoint (LSTM 40 -> 256 x 3, linear 256)", path=path)
+    encoder.load_state_dict({k: state[k] for k in wanted})
+    return encoder.eval()
+
+
+def _raise_quiet(y: np.ndarray) -> np.ndarray:
+    """Scale ``y`` up to :data:`TARGET_DBFS` RMS if it is quieter (never down)."""
+    rms_db = 10 * np.log10(np.mean(np.square(y, dtype=np.float64)) + 1e-20)
+    gain = 10 ** ((TARGET_DBFS - rms_db) / 20)
+    return y * np.float32(gain) if gain > 1 else y
+
+
+@torch.inference_mode()
+def embed_batch(signals: list[np.ndarray], weights: str | None = None) -> list[np.ndarray]:
+    """One unit-length d-vector ``(256,)`` per 16 kHz signal.
+
+    Each signal is cut into 1.6 s pieces at half-piece hops (the last piece ends with the
+    signal; a shorter signal is padded with silence); the d-vector is the normalised mean
+    of the pieces' embeddings. All pieces of the batch go through the LSTM together.
+    """
+    from emovox.features import FeatureConfig, mel_power_batch, windows
+
+    cfg = FeatureConfig(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
+    mels = mel_power_batch([_raise_quiet(y) for y in signals], cfg)
+    pieces = [windows(m, PARTIAL_FRAMES, pad_value=0.0) for m in mels]
+    stacked = torch.from_numpy(np.concatenate(pieces).transpose(0, 2, 1).copy())
+    embeddings = load_encoder(weights)(stacked).numpy()
+    out, start = [], 0
+    for p in pieces:
+        mean = embeddings[start : start + len(p)].mean(axis=0)
+        out.append((mean / max(np.linalg.norm(mean), 1e-8)).astype(np.float32))
+        start += len(p)
+    return out

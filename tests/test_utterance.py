@@ -1,0 +1,128 @@
+"""Utterance vectors: the GE2E speaker encoder, eGeMAPS + GE2E features, and the MLP that reads them."""
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from emovox import baseline, experiment, ge2e
+from emovox.errors import ConfigError, EmovoxError
+from emovox.features import FeatureConfig, extract, trim
+from emovox.models.layers import FeatureNorm
+from emovox.predict import Predictor
+from emovox.settings import Settings
+from emovox.train import TrainConfig, spec_augment
+
+from .conftest import make_ravdess, tone
+
+
+@pytest.fixture(scope="module")
+def random_ge2e(tmp_path_factory) -> str:
+    """A randomly initialised encoder saved in the layout of resemblyzer's checkpoint."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ge2e") / "ge2e.pt"
+    torch.save({"step": 1, "model_state": ge2e.SpeakerEncoder().state_dict()}, path)
+    return str(path)
+
+
+def test_embedding_is_the_normalised_mean_of_its_pieces(random_ge2e):
+    long, short = tone(220.0, 4.0, 16000, seed=3), tone(150.0, 1.0, 16000, seed=4)
+    got = ge2e.embed_batch([long, short], random_ge2e)
+    mel = librosa.feature.melspectrogram(y=long, sr=16000, n_fft=400, hop_length=160, n_mels=40)  # 401 frames
+    starts = [0, 80, 160, 240, 241]  # 1.6 s pieces at half-piece hops; the last one ends with the signal
+    pieces = torch.from_numpy(np.stack([mel[:, s : s + 160].T for s in starts]))
+    with torch.no_grad():
+        mean = ge2e.load_encoder(random_ge2e)(pieces).mean(dim=0).numpy()
+    np.testing.assert_allclose(got[0], mean / np.linalg.norm(mean), atol=1e-5)
+    assert got[1].shape == (256,) and np.isclose(np.linalg.norm(got[1]), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ge2e.embed_batch([short], random_ge2e)[0], got[1], atol=1e-5)  # batch-independent
+
+
+def test_quiet_audio_is_raised_to_the_training_level(random_ge2e):
+    y = tone(180.0, 2.0, 16000)
+    a, b = ge2e.embed_batch([0.001 * y, 0.01 * y], random_ge2e)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bad_speaker_encoder_weights_are_clear_errors(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"model_state": {"lstm.weight": torch.zeros(1)}}, wrong)
+    for path, words in ((junk, "cannot read"), (wrong, "not a GE2E"), (tmp_path / "none.pt", "not found")):
+        with pytest.raises(ConfigError, match=words) as info:
+            ge2e.load_encoder(str(path))
+        assert str(path) in str(info.value)
+
+
+def test_utterance_features_stack_egemaps_then_ge2e(random_ge2e):
+    cfg = FeatureConfig(kind="utterance", speaker_encoder=random_ge2e)
+    y = np.concatenate([np.zeros(8000, np.float32), tone(200.0, 1.5, 16000)])  # leading silence: trimmed first
+    f = extract(y, cfg)
+    assert f.shape == (cfg.n_features, cfg.clip_frames) == (344, 1)
+    trimmed = trim(y, cfg)
+    np.testing.assert_allclose(f[:88, 0], baseline.EgemapsConfig().extract_batch([trimmed])[0], rtol=1e-6)
+    np.testing.assert_allclose(f[88:, 0], ge2e.embed_batch([trimmed], random_ge2e)[0], atol=1e-6)
+    only = FeatureConfig(kind="utterance", utterance=("ge2e",), speaker_encoder=random_ge2e)
+    assert only.n_features == 256 and extract(y, only).shape == (256, 1)
+
+
+@pytest.mark.parametrize("bad", [dict(utterance=("mfcc",)), dict(utterance=()), dict(sample_rate=8000)])
+def test_bad_utterance_config(bad):
+    with pytest.raises(ConfigError):
+        FeatureConfig(kind="utterance", **bad)
+
+
+def test_mlp_model_reads_utterance_vectors_unless_told_otherwise(tmp_path):
+    assert Settings.build(model="mlp").features.kind == "utterance"
+    config = tmp_path / "c.yaml"
+    config.write_text("features: {kind: logmel}\n")
+    assert Settings.build(config, model="mlp").features.kind == "logmel"
+    assert Settings.build(model="cnn").features.kind == "logmel"
+
+
+def test_feature_norm_keeps_std_one_for_rows_constant_in_training():
+    norm = FeatureNorm(2)
+    norm.fit([np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]], np.float32)])
+    out = norm(torch.tensor([[[0.5], [2.0]]]))
+    np.testing.assert_allclose(out[0, :, 0].numpy(), [0.5, 0.0], atol=1e-6)  # not 0.5 / 1e-5
+
+
+def test_spec_augment_never_masks_a_whole_utterance_vector():
+    x = torch.randn(256, 344, 1)
+    out = spec_augment(x, torch.Generator().manual_seed(0))
+    changed = (out != x).squeeze(2)
+    assert changed.any() and (changed.sum(dim=1) <= 2 * (344 // 8)).all()
+
+
+def test_speaker_normalised_mlp_end_to_end(tmp_path, random_ge2e):
+    """Train the MLP on eGeMAPS + GE2E of a synthetic corpus; predict needs a speaker's statistics."""
+    corpus = make_ravdess(tmp_path / "ravdess")
+    settings = Settings(features=FeatureConfig(kind="utterance", speaker_encoder=random_ge2e),
+                        train=TrainConfig(model="mlp", epochs=30, batch_size=8, speaker_norm=True))
+    metrics = experiment.train(corpus, tmp_path / "run", settings, cache_dir=tmp_path / "cache", progress=False)
+    assert metrics["validation"]["ua"] >= 0.75
+    predictor = Predictor.load(tmp_path / "run")
+    files = sorted((corpus / "Actor_04").glob("03-01-0[1345]-01-01-0[12]-04.wav"))
+    rows = predictor.predict([str(f) for f in files])  # one speaker's files: they share statistics
+    assert [r["label"] for r in rows] == [lab for lab in ("neutral", "happy", "sad", "angry") for _ in range(2)]
+    with pytest.raises(EmovoxError, match="statistics"):
+        predictor.predict(str(files[0]))
+    assert predictor.adapt([str(f) for f in files]).predict(str(files[0]))["label"] == "neutral"
+
+
+def test_real_weights_tell_speakers_apart(real_data):
+    """The shipped GE2E weights load and work: one speaker's utterances are closer than two speakers'."""
+    try:
+        ge2e.default_weights()
+    except ConfigError:
+        pytest.skip("resemblyzer (the GE2E weights) is not installed")
+    from emovox.audio import load
+
+    wav = real_data / "emodb" / "wav"
+    names = ["03a01Nc", "03a04Nc", "03b01Nb", "08a01Na", "08a04Nc", "08b01Na"]  # speakers 03 and 08, neutral
+    e = np.stack(ge2e.embed_batch([load(wav / f"{n}.flac", sr=16000) for n in names]))
+    sim = e @ e.T
+    same = [sim[i, j] for i in range(6) for j in range(i + 1, 6) if (i < 3) == (j < 3)]
+    across = [sim[i, j] for i in range(3) for j in range(3, 6)]
+    assert min(same) > max(across)
