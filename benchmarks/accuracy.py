@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from emovox import experiment
@@ -24,7 +25,7 @@ from emovox.settings import Settings
 FOLDS = {"ravdess": "6", "emodb": "loso"}
 EPOCHS = {"ravdess": 40, "emodb": 60}  # RAVDESS has 2.7x the utterances per epoch
 SPEED = ("speed:0.9", "speed:1.1")
-# (corpus, model, speaker normalisation, waveform augmentation), in the order they run
+# (corpus, model, speaker normalisation, waveform augmentation[, utterance vectors kept]), in the order they run
 SYSTEMS = [
     ("emodb", "cnn", True, ()),
     ("ravdess", "cnn", True, ()),
@@ -41,11 +42,16 @@ SYSTEMS = [
     ("ravdess", "mlp", True, SPEED),
     ("emodb", "mlp", False, ()),
     ("ravdess", "mlp", False, ()),
+    ("emodb", "mlp", True, (), ("egemaps",)),  # ablations: which vector carries the gain
+    ("ravdess", "mlp", True, (), ("egemaps",)),
+    ("emodb", "mlp", True, (), ("ge2e",)),
+    ("ravdess", "mlp", True, (), ("ge2e",)),
 ]
 
 
-def tag(corpus: str, model: str, spk: bool, augment: tuple) -> str:
-    return f"{corpus}/{model}{'+spk' if spk else ''}{'+speed' if augment else ''}"
+def tag(corpus: str, model: str, spk: bool, augment: tuple, parts: tuple = ()) -> str:
+    vectors = f"[{'+'.join(parts)}]" if parts else ""
+    return f"{corpus}/{model}{vectors}{'+spk' if spk else ''}{'+speed' if augment else ''}"
 
 
 def main() -> None:
@@ -59,12 +65,14 @@ def main() -> None:
     args = ap.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     rows, with_baseline = [], set()
-    for corpus, model, spk, augment in SYSTEMS:
-        name = tag(corpus, model, spk, augment)
+    for corpus, model, spk, augment, *parts in SYSTEMS:
+        name = tag(corpus, model, spk, augment, *parts)
         if wanted and name not in wanted:
             continue
         settings = Settings.build(model=model, speaker_norm=spk, augment=",".join(augment),
                                   epochs=args.epochs or EPOCHS[corpus], seed=args.seed)  # as the CLI does
+        if parts:
+            settings = replace(settings, features=replace(settings.features, utterance=parts[0]))
         baseline = corpus not in with_baseline
         with_baseline.add(corpus)
         t0 = time.perf_counter()

@@ -1,5 +1,7 @@
 """Utterance vectors: the GE2E speaker encoder, eGeMAPS + GE2E features, and the MLP that reads them."""
 
+import json
+
 import librosa
 import numpy as np
 import pytest
@@ -102,6 +104,7 @@ def test_speaker_normalised_mlp_end_to_end(tmp_path, random_ge2e):
                         train=TrainConfig(model="mlp", epochs=30, batch_size=8, speaker_norm=True))
     metrics = experiment.train(corpus, tmp_path / "run", settings, cache_dir=tmp_path / "cache", progress=False)
     assert metrics["validation"]["ua"] >= 0.75
+    assert metrics["name"] == "mlp [egemaps + ge2e] + speaker norm on ravdess (4 classes)"
     predictor = Predictor.load(tmp_path / "run")
     files = sorted((corpus / "Actor_04").glob("03-01-0[1345]-01-01-0[12]-04.wav"))
     rows = predictor.predict([str(f) for f in files])  # one speaker's files: they share statistics
@@ -126,3 +129,25 @@ def test_real_weights_tell_speakers_apart(real_data):
     same = [sim[i, j] for i in range(6) for j in range(i + 1, 6) if (i < 3) == (j < 3)]
     across = [sim[i, j] for i in range(3) for j in range(3, 6)]
     assert min(same) > max(across)
+
+
+def test_cli_names_the_vectors_and_refuses_one_file_without_statistics(ravdess_dir, tmp_path, random_ge2e):
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"features: {{speaker_encoder: {random_ge2e}}}\ntrain: {{batch_size: 8}}\n")
+    common = ["--data", str(ravdess_dir), "--model", "mlp", "--speaker-norm", "--config", str(config),
+              "--cache-dir", str(tmp_path / "cache"), "--epochs", "10", "--quiet"]
+    cv = tmp_path / "cv[a]"
+    r = CliRunner().invoke(app, ["evaluate", *common, "--folds", "2", "--out", str(cv)])
+    assert r.exit_code == 0, r.output
+    assert "mlp [egemaps + ge2e] + speaker norm on ravdess" in r.output and "cv[a]" in r.output
+    run = tmp_path / "run"
+    assert CliRunner().invoke(app, ["train", *common, "--out", str(run)]).exit_code == 0
+    files = [str(f) for f in sorted((ravdess_dir / "Actor_02").glob("03-01-0*-01-01-0[12]-02.wav"))]
+    r = CliRunner().invoke(app, ["predict", "--model", str(run), "--format", "json", files[0]])
+    assert r.exit_code == 2 and "one input has no statistics" in r.output
+    r = CliRunner().invoke(app, ["predict", "--model", str(run), "--format", "json", *files])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(files) == 8

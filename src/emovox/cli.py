@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from emovox.errors import EmovoxError
 from emovox.progress import console
@@ -55,12 +56,12 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except EmovoxError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             run = kwargs.get("resume") or kwargs.get("out")
             hint = f"resume with `emovox {fn.__name__} --resume {run}`" if run else "rerun the command"
-            console.print(f"[yellow]interrupted:[/yellow] {exc or 'stopped'}; {hint}")
+            console.print(f"[yellow]interrupted:[/yellow] {escape(str(exc or 'stopped'))}; {escape(hint)}")
             raise typer.Exit(130) from None
         finally:
             for sig, handler in previous.items():
@@ -126,8 +127,8 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
         kw = dict(cache_dir=cache_dir, jobs=jobs, progress=not quiet)
     metrics = distributed.run(*job, nproc=nproc, **kw) or json.loads((out / "metrics.json").read_text())
     v = metrics["validation"]
-    console.print(f"[green]trained[/green] {metrics['name']}: validation UA {v['ua']:.3f} WA {v['wa']:.3f} "
-                  f"(held-out speakers) -> {out}")
+    console.print(f"[green]trained[/green] {escape(metrics['name'])}: validation UA {v['ua']:.3f} WA {v['wa']:.3f} "
+                  f"(held-out speakers) -> {escape(str(out))}")
     if distributed.launched_by_torchrun():
         distributed.exit_torchrun_worker(0)
 
@@ -154,10 +155,10 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
         s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment)
         m = experiment.evaluate(data, _required(out), s, corpus=corpus, folds=folds, with_baseline=baseline,
                                 cache_dir=cache_dir, jobs=jobs, threads=threads, strict=strict, progress=not quiet)
-    line = f"[green]{m['name']}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"
+    line = f"[green]{escape(m['name'])}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"
     if "baseline" in m:
         line += f" | eGeMAPS+SVM UA {m['baseline']['ua']:.3f}"
-    console.print(line + f" -> {out / 'report.md'}")
+    console.print(line + f" -> {escape(str(out / 'report.md'))}")
 
 
 Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
@@ -286,7 +287,7 @@ def _emit(rows: list[dict], labels: list[str], fmt: str, *, keys: tuple[str, ...
 
         table = Table(*keys, "emotion", *labels)
         for r in rows:
-            table.add_row(*(str(r[k]) for k in keys), f"[bold]{r['label']}[/bold]",
+            table.add_row(*(escape(str(r[k])) for k in keys), f"[bold]{r['label']}[/bold]",
                           *(f"{r['scores'][lab]:.2f}" for lab in labels))
         Console().print(table)
     else:

@@ -46,7 +46,7 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     calibration = _calibrate(result.model, feats, ds.y, val_idx, val_idx, features.clip_frames)
     probs = score_features(result.model, [feats[i] for i in val_idx], features.clip_frames)
     val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
-    metrics = {"name": _name(train, ds), "validation": val, "calibration": calibration,
+    metrics = {"name": _name(train, features, ds), "validation": val, "calibration": calibration,
                "best_epoch": result.best_epoch,
                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "history": result.history,
                "n_train": len(fit_idx), "skipped": ds.skipped,
@@ -107,7 +107,7 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
                                                     jobs, threads, progress), strict=True):
         y_pred[fold.test] = pred
         fold_rows.append(row)
-    name = _name(train, ds) + ("" if independent else " [random-utterance split]")
+    name = _name(train, features, ds) + ("" if independent else " [random-utterance split]")
     metrics = summarise(ds.y, y_pred, fold_rows, ds.labels, name=name, speaker_independent=independent,
                         extra={"n_folds": len(splits), "skipped": ds.skipped, "emovox_version": __version__,
                                "calibration": {k: float(np.mean([r[k] for r in fold_rows]))
@@ -237,11 +237,15 @@ def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, indepe
     return summarise(ds.y, y_pred, rows, ds.labels, name=name, speaker_independent=independent)
 
 
-def _name(train: TrainConfig, ds: Dataset) -> str:
+def _name(train: TrainConfig, features: FeatureConfig, ds: Dataset) -> str:
+    """E.g. ``cnn + speaker norm on emodb (7 classes)``; inputs other than log-mel are named
+    (except the encoder inputs that the ssl models imply)."""
     corpora = "+".join(sorted({u.corpus for u in ds.utterances}))
+    shown = " + ".join(features.utterance) if features.kind == "utterance" else features.kind
+    inputs = "" if features.kind in ("logmel", "ssl", "waveform") else f" [{shown}]"
     norm = " + speaker norm" if train.speaker_norm else ""
     aug = f" + {', '.join(train.augment)}" if train.augment else ""
-    return f"{train.model}{norm}{aug} on {corpora} ({len(ds.labels)} classes)"
+    return f"{train.model}{inputs}{norm}{aug} on {corpora} ({len(ds.labels)} classes)"
 
 
 def _open_run(out: str | Path) -> Path:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from emovox.errors import ConfigError
+from emovox.features import FeatureConfig, mel_power_batch, windows
 
 SAMPLE_RATE = 16000
 N_MELS = 40
@@ -95,8 +96,6 @@ def embed_batch(signals: list[np.ndarray], weights: str | None = None) -> list[n
     signal; a shorter signal is padded with silence); the d-vector is the normalised mean
     of the pieces' embeddings. All pieces of the batch go through the LSTM together.
     """
-    from emovox.features import FeatureConfig, mel_power_batch, windows
-
     cfg = FeatureConfig(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
     mels = mel_power_batch([_raise_quiet(y) for y in signals], cfg)
     pieces = [windows(m, PARTIAL_FRAMES, pad_value=0.0) for m in mels]

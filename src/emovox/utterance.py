@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from emovox import ge2e
+
 SAMPLE_RATE = 16000
 
 
@@ -34,8 +36,6 @@ def vectors(signals: Sequence[np.ndarray], parts: Sequence[str], *,
             speaker_encoder: str | None = None) -> list[np.ndarray]:
     """The vectors named in ``parts`` (``"egemaps"``, ``"ge2e"``), stacked into one
     ``(n_features, 1)`` column per 16 kHz signal."""
-    from emovox import ge2e
-
     made = {"egemaps": lambda: egemaps(signals),
             "ge2e": lambda: ge2e.embed_batch(list(signals), speaker_encoder)}
     columns = [made[p]() for p in parts]
