@@ -57,6 +57,12 @@ def test_bad_speaker_encoder_weights_are_clear_errors(tmp_path):
         assert str(path) in str(info.value)
 
 
+def test_missing_default_weights_say_how_to_get_them(monkeypatch):
+    monkeypatch.setattr(ge2e.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"emovox\[speaker\]"):
+        ge2e.default_weights()
+
+
 def test_utterance_features_stack_egemaps_then_ge2e(random_ge2e):
     cfg = FeatureConfig(kind="utterance", speaker_encoder=random_ge2e)
     y = np.concatenate([np.zeros(8000, np.float32), tone(200.0, 1.5, 16000)])  # leading silence: trimmed first

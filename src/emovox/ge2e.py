@@ -52,8 +52,8 @@ class SpeakerEncoder(nn.Module):
 def default_weights() -> Path:
     """The weights file inside the installed ``resemblyzer`` package (the package is not imported)."""
     spec = importlib.util.find_spec("resemblyzer")
-    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt" if spec and \
-        spec.submodule_search_locations else None
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(folders[0]) / "pretrained.pt" if folders else None
     if path is None or not path.is_file():
         raise ConfigError("no GE2E speaker-encoder weights found",
                           fix="pip install 'emovox[speaker]' (ships them), or set features.speaker_encoder to a "
