@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emoti
 
 Data = Annotated[Path | None, typer.Option("--data", help="Corpus folder or CSV (default: the config's sources).")]
 Corpus = Annotated[str, typer.Option("--corpus", help="ravdess, cremad, tess, savee, emodb, folder or auto.")]
-ModelName = Annotated[str | None, typer.Option("--model", help="cnn_small, cnn, bilstm, crnn or ssl.")]
+ModelName = Annotated[str | None, typer.Option("--model", help="cnn_small, cnn, bilstm, crnn, mlp or ssl.")]
 Out = Annotated[Path | None, typer.Option("--out", help="Run dir to write.")]
 Resume = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run dir.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML/JSON with features:, train:, data: sections.")]
