@@ -110,9 +110,9 @@ def test_baseline_is_speaker_normalised_like_the_model(ravdess_dir, tmp_path):
     normed, plain = (experiment.run_baseline(ds, splits, speaker_norm=norm, **kw) for norm in (True, False))
     assert normed["name"] == "eGeMAPSv02 + SVM + speaker norm" and plain["name"] == "eGeMAPSv02 + SVM"
     assert normed["confusion_matrix"] != plain["confusion_matrix"]
-    raw = extract_files([u.path for u in ds.utterances], baseline.EgemapsConfig(), cache_dir=tmp_path / "c",
+    raw = extract_files([u.path for u in ds.utterances], baseline.FEATURES, cache_dir=tmp_path / "c",
                         progress=False).features
-    x = np.stack([raw[u.path] for u in ds.utterances]).astype(np.float64)
+    x = np.stack([raw[u.path][:, 0] for u in ds.utterances]).astype(np.float64)
     speakers = np.array(ds.speakers)
     for s in set(ds.speakers):  # z-score each speaker's functionals by hand
         rows = speakers == s

@@ -69,7 +69,7 @@ def test_utterance_features_stack_egemaps_then_ge2e(random_ge2e):
     f = extract(y, cfg)
     assert f.shape == (cfg.n_features, cfg.clip_frames) == (344, 1)
     trimmed = trim(y, cfg)
-    np.testing.assert_allclose(f[:88, 0], baseline.EgemapsConfig().extract_batch([trimmed])[0], rtol=1e-6)
+    np.testing.assert_allclose(f[:88], extract(trimmed, baseline.FEATURES), rtol=1e-6)
     np.testing.assert_allclose(f[88:, 0], ge2e.embed_batch([trimmed], random_ge2e)[0], atol=1e-6)
     only = FeatureConfig(kind="utterance", utterance=("ge2e",), speaker_encoder=random_ge2e)
     assert only.n_features == 256 and extract(y, only).shape == (256, 1)

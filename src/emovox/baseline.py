@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from emovox import utterance
+from emovox.features import FeatureConfig
 
-FEATURE_SET = "eGeMAPSv02"
-SAMPLE_RATE = 16000
-
-
-@dataclass(frozen=True)
-class EgemapsConfig:
-    """Feature "config" of the baseline, so its functionals share the feature cache."""
-
-    kind: str = "egemaps"
-    feature_set: str = FEATURE_SET
-    sample_rate: int = SAMPLE_RATE
-
-    def extract_batch(self, signals: list[np.ndarray]) -> list[np.ndarray]:
-        """88 eGeMAPSv02 functionals per signal, as ``(88,)`` float32 arrays."""
-        return utterance.egemaps(signals, self.sample_rate)
+# 88 eGeMAPSv02 functionals per file, untrimmed, as the classic recipe computes them
+FEATURES = FeatureConfig(kind="utterance", utterance=("egemaps",), trim_db=None)
 
 
 def make_svm(seed: int = 0):

@@ -139,7 +139,7 @@ def extract_files(paths: Iterable[str], cfg: FeatureConfig, *, cache_dir: str | 
     ----------
     paths : iterable of str
         Audio files.
-    cfg : FeatureConfig or EgemapsConfig
+    cfg : FeatureConfig or AugmentedFeatures
         What to compute: a :class:`FeatureConfig`, or any frozen dataclass with a
         ``sample_rate`` and an ``extract_batch(signals)`` method.
     cache_dir : path, optional

@@ -220,9 +220,9 @@ def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, indepe
                  speaker_norm: bool = False) -> dict:
     """eGeMAPSv02 functionals + SVM on exactly the given folds; with ``speaker_norm`` the
     functionals are z-scored per speaker first, as the model's features are."""
-    ext = extract_files([u.path for u in ds.utterances], baseline.EgemapsConfig(), cache_dir=cache_dir,
+    ext = extract_files([u.path for u in ds.utterances], baseline.FEATURES, cache_dir=cache_dir,
                         jobs=jobs, progress=progress)
-    columns = [ext.features[u.path][:, None] for u in ds.utterances]  # one "frame" per utterance
+    columns = [ext.features[u.path] for u in ds.utterances]  # (88, 1): one "frame" per utterance
     if speaker_norm:
         columns = normalize.by_speaker(columns, ds.speakers)
     x = np.concatenate(columns, axis=1).T

@@ -2,8 +2,8 @@
 
 Each utterance becomes one column ``(n_features, 1)``, so these vectors go through the
 same cache, speaker normalisation, training loop and predictor as frame features. The
-eGeMAPS functionals are also what the classic baseline's SVM reads
-(:mod:`emovox.baseline`).
+eGeMAPS functionals alone are what the classic baseline's SVM reads
+(:data:`emovox.baseline.FEATURES`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ def _smile():
                            feature_level=opensmile.FeatureLevel.Functionals)
 
 
-def egemaps(signals: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
-    """88 eGeMAPSv02 functionals per signal (openSMILE), as ``(88,)`` float32 arrays."""
+def egemaps(signals: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """88 eGeMAPSv02 functionals per 16 kHz signal (openSMILE), as ``(88,)`` float32 arrays."""
     smile = _smile()
-    return [smile.process_signal(y, sample_rate).to_numpy(dtype=np.float32)[0] for y in signals]
+    return [smile.process_signal(y, SAMPLE_RATE).to_numpy(dtype=np.float32)[0] for y in signals]
 
 
 def vectors(signals: Sequence[np.ndarray], parts: Sequence[str], *,
