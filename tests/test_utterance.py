@@ -118,6 +118,13 @@ def test_speaker_normalised_mlp_end_to_end(tmp_path, random_ge2e):
     with pytest.raises(EmovoxError, match="statistics"):
         predictor.predict(str(files[0]))
     assert predictor.adapt([str(f) for f in files]).predict(str(files[0]))["label"] == "neutral"
+    from fastapi.testclient import TestClient
+
+    from emovox.serve import create_app
+
+    with TestClient(create_app(Predictor.load(tmp_path / "run"))) as client:
+        r = client.post("/v1/predict", files={"file": ("a.wav", files[0].read_bytes())})
+    assert r.status_code == 400 and "statistics" in r.json()["detail"]
 
 
 def test_real_weights_tell_speakers_apart(real_data):
