@@ -118,6 +118,8 @@ def test_speaker_normalised_mlp_end_to_end(tmp_path, random_ge2e):
     with pytest.raises(EmovoxError, match="statistics"):
         predictor.predict(str(files[0]))
     assert predictor.adapt([str(f) for f in files]).predict(str(files[0]))["label"] == "neutral"
+    with pytest.raises(EmovoxError, match="statistics"):
+        predictor.adapt(str(files[1]))  # one reference utterance has no spread either
     from fastapi.testclient import TestClient
 
     from emovox.serve import create_app
@@ -144,7 +146,7 @@ def test_real_weights_tell_speakers_apart(real_data):
     assert min(same) > max(across)
 
 
-def test_cli_names_the_vectors_and_refuses_one_file_without_statistics(ravdess_dir, tmp_path, random_ge2e):
+def test_cli_names_the_vectors_and_needs_statistics_for_one_file(ravdess_dir, tmp_path, random_ge2e):
     from typer.testing import CliRunner
 
     from emovox.cli import app
@@ -164,3 +166,7 @@ def test_cli_names_the_vectors_and_refuses_one_file_without_statistics(ravdess_d
     assert r.exit_code == 2 and "one input has no statistics" in r.output
     r = CliRunner().invoke(app, ["predict", "--model", str(run), "--format", "json", *files])
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(files) == 8
+    adapt = [arg for f in files for arg in ("--adapt", f)]  # the speaker's statistics from other recordings
+    r = CliRunner().invoke(app, ["predict", "--model", str(run), "--format", "json", *adapt, files[0]])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["label"] == "neutral"

@@ -164,16 +164,23 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
 Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
 ModelDir = Annotated[Path | None, typer.Option("--model", help="Run dir (default: the bundled model).")]
 Backend = Annotated[str, typer.Option("--backend", help="torch or onnx.")]
+Adapt = Annotated[list[Path] | None, typer.Option(
+    "--adapt", help="A recording of the speaker (repeatable); a speaker-normalised model uses its statistics.")]
+
+
+def _predictor(model: Path | None, backend: str = "torch", adapt: list[Path] | None = None):
+    from emovox.predict import Predictor
+
+    predictor = Predictor.load(model, backend=backend)
+    return predictor.adapt([str(p) for p in adapt]) if adapt else predictor
 
 
 @app.command()
 @friendly
 def predict(files: Annotated[list[Path], typer.Argument(help="Audio files.")], model: ModelDir = None,
-            fmt: Format = "table", backend: Backend = "torch") -> None:
+            fmt: Format = "table", backend: Backend = "torch", adapt: Adapt = None) -> None:
     """Print the emotion and class probabilities of each file."""
-    from emovox.predict import Predictor
-
-    predictor = Predictor.load(model, backend=backend)
+    predictor = _predictor(model, backend, adapt)
     rows = [{"file": str(f), **r} for f, r in zip(files, predictor.predict([str(f) for f in files]), strict=True)]
     _emit(rows, predictor.labels, fmt)
 
@@ -183,12 +190,11 @@ def predict(files: Annotated[list[Path], typer.Argument(help="Audio files.")], m
 def timeline(file: Annotated[Path, typer.Argument(help="A recording of any length.")], model: ModelDir = None,
              fmt: Format = "table", plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG.")] = None,
              threshold_db: Annotated[float, typer.Option(help="VAD level in dBFS.")] = -45.0,
-             backend: Backend = "torch") -> None:
+             backend: Backend = "torch", adapt: Adapt = None) -> None:
     """Emotion per speech segment of a long recording (streamed; memory stays flat)."""
-    from emovox.predict import Predictor
     from emovox.segment import VadConfig
 
-    predictor = Predictor.load(model, backend=backend)
+    predictor = _predictor(model, backend, adapt)
     rows = predictor.timeline(file, vad=VadConfig(threshold_db=threshold_db))
     if plot is not None:
         from emovox.plots import plot_timeline
@@ -231,12 +237,11 @@ def listen(model: ModelDir = None,
            hop_s: Annotated[float, typer.Option(help="Seconds between results.")] = 0.5,
            device: Annotated[str | None, typer.Option(help="Input device (sounddevice name or index).")] = None,
            realtime: Annotated[bool, typer.Option(help="Pace --file like a live stream.")] = True,
-           fmt: Annotated[str, typer.Option("--format", help="live or jsonl.")] = "live") -> None:
+           fmt: Annotated[str, typer.Option("--format", help="live or jsonl.")] = "live", adapt: Adapt = None) -> None:
     """Classify microphone audio (or a file played live) in sliding windows."""
     from emovox import live
-    from emovox.predict import Predictor
 
-    predictor = Predictor.load(model)
+    predictor = _predictor(model, adapt=adapt)
     sr = predictor.features.sample_rate
     if file is not None:
         blocks = live.file_source(file, sr=sr, realtime=realtime)

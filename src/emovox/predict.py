@@ -121,8 +121,16 @@ class Predictor:
         utterance vectors (one frame per input), which share the statistics of all inputs
         of the call (so pass several files of one speaker together).
         """
-        self.speaker_stats_ = Stats.of(extract_batch(self._signals(x, sr)[0], self.features))
+        self.speaker_stats_ = self._stats_of(extract_batch(self._signals(x, sr)[0], self.features))
         return self
+
+    def _stats_of(self, feats: list[np.ndarray]) -> Stats:
+        """One speaker's statistics; utterance vectors need two inputs or more (one has no spread)."""
+        if self.features.kind == "utterance" and len(feats) < 2:
+            raise AudioError("this model z-scores utterance vectors per speaker, and one input has no statistics",
+                             fix="pass two or more recordings of the speaker: files together, a recording to "
+                                 "timeline, or --adapt FILE --adapt FILE (Predictor.adapt)")
+        return Stats.of(feats)
 
     def predict_signals(self, signals: Sequence[np.ndarray], *, stats: Stats | None = None) -> list[dict]:
         """Emotions of mono signals already at ``self.features.sample_rate``."""
@@ -137,11 +145,7 @@ class Predictor:
         """Speaker-normalise with ``stats``; without them, frames with each input's own
         statistics and utterance vectors with those of all the inputs."""
         if stats is None and self.features.kind == "utterance":
-            if len(feats) < 2:
-                raise AudioError("this model z-scores utterance vectors per speaker, and one input has no "
-                                 "statistics", fix="pass several files of the speaker together, a recording "
-                                                   "(timeline), or adapt() the predictor to the speaker first")
-            stats = Stats.of(feats)
+            stats = self._stats_of(feats)
         return [(stats or Stats().update(f)).apply(f) for f in feats]
 
     def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 32) -> list[dict]:
@@ -156,7 +160,7 @@ class Predictor:
             stats = Stats()
             for seg in self._segments(path, vad):
                 stats.update(extract_batch([seg.audio], self.features)[0])
-            stats = stats if stats.n else None
+            stats = stats if stats.n >= 2 else None
         rows: list[dict] = []
         pending: list[Segment] = []
         for seg in self._segments(path, vad):
