@@ -114,7 +114,8 @@ class Predictor:
         return results[0] if single else results
 
     def adapt(self, x: Input | Sequence[Input], *, sr: int | None = None) -> Predictor:
-        """Learn the speaker's feature statistics from unlabelled audio of that speaker.
+        """Learn the speaker's feature statistics from unlabelled audio of that speaker
+        (for utterance vectors, two recordings or more).
 
         Only matters for models trained with speaker normalisation; later predictions use
         these statistics. Without them, each input is normalised with its own, except
