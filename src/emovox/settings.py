@@ -65,10 +65,10 @@ class Settings:
         if train_doc.get("model") == "mlp":  # unless told otherwise, the MLP reads utterance vectors
             features_doc.setdefault("kind", "utterance")
         if augment is not None:
-            train_doc["augment"] = [a.strip() for a in augment.split(",") if a.strip()]
+            train_doc["augment"] = _items(augment)
         data = dict(doc.get("data") or {})
         if classes:
-            data["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
+            data["classes"] = _items(classes)
         if merge:
             data["merge"] = dict(pair.split("=", 1) for pair in merge.split(","))
         keep = data.get("classes")
@@ -96,3 +96,8 @@ class Settings:
         return {"features": to_dict(self.features), "train": to_dict(self.train),
                 "data": {"classes": list(self.classes) if self.classes else None, "merge": self.merge,
                          "sources": dict(self.sources) if self.sources else None}}
+
+
+def _items(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: a comma-separated command-line list."""
+    return [item.strip() for item in text.split(",") if item.strip()]
