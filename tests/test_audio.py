@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -60,3 +62,33 @@ def test_decode_bytes(tmp_path):
     assert abs(len(audio.decode_bytes(path.read_bytes(), sr=16000)) - 16000) <= 2
     with pytest.raises(AudioError, match="empty"):
         audio.decode_bytes(b"", sr=16000)
+
+
+def test_audio_files_of_a_folder_are_recursive_sorted_and_audio_only(tmp_path):
+    y = tone(200, 0.5, 16000)
+    for name in ("b.wav", "a/z.FLAC", "a/b/c.ogg", "A.wav", "a-b.wav", ".hidden.wav", ".git/x.wav", "a/._c.wav"):
+        write(tmp_path / name, y, 16000)
+    (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / "a" / "labels.csv").write_text("path,label\n")
+    (tmp_path / "d.wav").mkdir()  # a folder with an audio-like name is no file
+    got = audio.audio_files(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == ["A.wav", "a/b/c.ogg", "a/z.FLAC", "a-b.wav", "b.wav"]
+    assert audio.audio_files(str(tmp_path)) == got  # str or Path, same answer
+    (tmp_path / "notes.txt").rename(tmp_path / "notes.dat")
+    assert audio.audio_files(tmp_path / "notes.dat") == [tmp_path / "notes.dat"]  # a file is taken as given
+
+
+def test_audio_files_says_what_a_bad_path_is(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "gone.wav")
+    os.mkfifo(tmp_path / "pipe")
+    for name, words in [("missing.wav", "no such file or folder"), ("empty", "folder has no audio files"),
+                        ("text", "folder has no audio files"), ("link", "broken symbolic link, neither a file nor"),
+                        ("pipe", "named pipe, neither a file nor a folder")]:
+        with pytest.raises(AudioError, match=words) as info:
+            audio.audio_files(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
+    with pytest.raises(AudioError, match="is a folder, not a file"):
+        audio.load(tmp_path / "empty", sr=16000)

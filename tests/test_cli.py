@@ -1,12 +1,16 @@
 """The ``emovox`` command end to end on a synthetic RAVDESS-shaped corpus."""
 
 import json
+import os
 import re
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from emovox.cli import app
+
+from .conftest import PITCH, tone, write
 
 FAST = ["--epochs", "3", "--quiet"]
 
@@ -78,6 +82,8 @@ def test_evaluate_writes_metrics_report_and_plot(ravdess_dir, tmp_path, config_f
         (["evaluate", "--data", "{ravdess}", "--out", "{tmp}/r", "--folds", "9", "--cache-dir", "{tmp}/c"], "folds"),
         (["predict", "--model", "{tmp}", "{ravdess}"], "no model.pt"),
         (["predict", "{tmp}/missing.wav"], "missing.wav: no such file"),
+        (["predict", "{empty}"], "empty: folder has no audio files"),
+        (["timeline", "{tmp}/missing.wav"], "missing.wav: no such file or folder"),
         (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--classes", "happy,grumpy"], "unknown emotion"),
         (["train", "--data", "{ravdess}", "--out", "{tmp}/r", "--augment", "speed:9"], "bad augmentation"),
     ],
@@ -90,7 +96,35 @@ def test_bad_input_gives_one_line_and_exit_2(ravdess_dir, tmp_path, args, messag
         for k, v in subs.items():
             a = a.replace(k, v)
         argv.append(a)
-    r = run(*argv, "--quiet") if argv[0] != "predict" else run(*argv)
+    r = run(*argv, "--quiet") if argv[0] not in ("predict", "timeline") else run(*argv)
     assert r.exit_code == 2, r.output
     assert re.search(message, r.output) and "error:" in r.output
     assert "Traceback" not in r.output
+
+
+def test_predict_and_timeline_take_folders(tiny_run, tmp_path):
+    silence = np.zeros(8000, np.float32)
+    for name, emo in [("b.wav", "sad"), ("sub/a.flac", "happy"), ("A.wav", "angry")]:
+        write(tmp_path / "rec" / name, np.concatenate([silence, tone(PITCH[emo], 1.5, 16000), silence]), 16000)
+    (tmp_path / "rec" / "notes.txt").write_text("not audio")
+    single = write(tmp_path / "one.wav", tone(PITCH["neutral"], 1.5, 16000), 16000)
+    rec = tmp_path / "rec"
+    expected = [str(rec / "A.wav"), str(rec / "b.wav"), str(rec / "sub" / "a.flac"), str(single)]
+    r = run("predict", "--model", tiny_run, "--format", "json", rec, single)
+    assert r.exit_code == 0, r.output
+    assert [row["file"] for row in json.loads(r.stdout)] == expected
+    r = run("timeline", "--model", tiny_run, "--format", "csv", rec, "--plot", tmp_path / "plots")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "file,start,end,label,neutral,happy,sad,angry"
+    assert [line.split(",")[0] for line in lines[1:]] == expected[:3]  # one speech segment per recording
+    pngs = sorted(p.relative_to(tmp_path / "plots").as_posix() for p in (tmp_path / "plots").rglob("*.png"))
+    assert pngs == ["A.png", "b.png", "sub/a.png"]
+
+
+def test_a_path_that_is_neither_file_nor_folder_says_what_it_is(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    for command in ("predict", "timeline"):
+        r = run(command, tmp_path / "pipe")
+        assert r.exit_code == 2, r.output
+        assert "pipe: is a named pipe, neither a file nor a folder" in r.output and "Traceback" not in r.output

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -86,3 +88,28 @@ def test_timeline_finds_speech_between_silences(predictor, tmp_path):
     for row, (start, end) in zip(rows, truth, strict=True):
         assert abs(row["start"] - start) < 0.2 and abs(row["end"] - end) < 0.2
         assert set(row["scores"]) == set(predictor.labels)
+
+
+def test_predictor_is_at_the_top_of_the_package_and_import_stays_light():
+    import emovox
+
+    assert emovox.Predictor is Predictor and "Predictor" in dir(emovox) and "audio_files" in emovox.__all__
+    code = ("import sys, emovox; assert 'torch' not in sys.modules, 'import emovox pulled in torch'; "
+            "from emovox import Predictor, audio_files; assert 'torch' in sys.modules; print(Predictor.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Predictor"
+    with pytest.raises(AttributeError, match="no attribute 'Predicter'"):
+        emovox.Predicter  # noqa: B018
+
+
+def test_a_folder_is_every_audio_file_under_it(predictor, tmp_path):
+    from emovox import audio_files
+
+    for i, name in enumerate(["b/2.flac", "a.wav", "b/1.wav"]):
+        write(tmp_path / "rec" / name, tone(PITCH["sad"], 1.0 + 0.1 * i, 16000), 16000)
+    files = audio_files(tmp_path / "rec")
+    assert [f.relative_to(tmp_path / "rec").as_posix() for f in files] == ["a.wav", "b/1.wav", "b/2.flac"]
+    rows = predictor.predict(files)
+    assert [r["duration_s"] for r in rows] == [1.1, 1.2, 1.0]
+    with pytest.raises(AudioError, match="is a folder, not a file"):
+        predictor.predict(tmp_path / "rec")

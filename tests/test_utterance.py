@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from emovox import baseline, experiment, ge2e
+from emovox.bundled import sha256
 from emovox.errors import ConfigError, EmovoxError
 from emovox.features import FeatureConfig, extract, trim
 from emovox.models.layers import FeatureNorm
@@ -20,7 +21,7 @@ from .conftest import make_ravdess, tone
 
 @pytest.fixture(scope="module")
 def random_ge2e(tmp_path_factory) -> str:
-    """A randomly initialised encoder saved in the layout of resemblyzer's checkpoint."""
+    """A randomly initialised encoder saved in the layout of Resemblyzer's checkpoint."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ge2e") / "ge2e.pt"
     torch.save({"step": 1, "model_state": ge2e.SpeakerEncoder().state_dict()}, path)
@@ -57,9 +58,19 @@ def test_bad_speaker_encoder_weights_are_clear_errors(tmp_path):
         assert str(path) in str(info.value)
 
 
-def test_missing_default_weights_say_how_to_get_them(monkeypatch):
-    monkeypatch.setattr(ge2e.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match=r"emovox\[speaker\]"):
+def test_shipped_weights_match_their_checksum_carry_their_licence_and_load():
+    path = ge2e.default_weights()
+    assert path.parent.name == "ge2e_weights"
+    assert sha256(path) == (path.parent / "SHA256SUMS").read_text().split()[0]
+    assert "Apache License" in (path.parent / "LICENSE").read_text()
+    assert "Resemblyzer" in (path.parent / "NOTICE").read_text()
+    e = ge2e.embed_batch([tone(180.0, 2.0, 16000)], str(path))[0]
+    assert e.shape == (256,) and np.isclose(np.linalg.norm(e), 1.0, atol=1e-5)
+
+
+def test_missing_default_weights_say_what_to_do(monkeypatch):
+    monkeypatch.setattr(ge2e, "WEIGHTS_DIR", "no_such_folder")
+    with pytest.raises(ConfigError, match="no GE2E speaker-encoder weights.*features.speaker_encoder"):
         ge2e.default_weights()
 
 
@@ -131,10 +142,6 @@ def test_speaker_normalised_mlp_end_to_end(tmp_path, random_ge2e):
 
 def test_real_weights_tell_speakers_apart(real_data):
     """The shipped GE2E weights load and work: one speaker's utterances are closer than two speakers'."""
-    try:
-        ge2e.default_weights()
-    except ConfigError:
-        pytest.skip("resemblyzer (the GE2E weights) is not installed")
     from emovox.audio import load
 
     wav = real_data / "emodb" / "wav"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +16,18 @@ from emovox.errors import AudioError
 
 SILENCE_PEAK = 1e-4  # a peak below this (about -80 dBFS) counts as silence
 MIN_SECONDS = 0.1
+# File extensions of the formats libsndfile decodes (soundfile.available_formats()). Left out on
+# purpose: RAW (headerless, needs its parameters), MAT4/MAT5 and HTK (.mat/.htk files are mostly
+# numeric data or features, not audio).
+_FORMAT_EXTENSIONS = {
+    "WAV": (".wav", ".wave"), "WAVEX": (".wav",), "W64": (".w64",), "RF64": (".rf64",), "FLAC": (".flac",),
+    "OGG": (".ogg", ".oga", ".opus"), "MP3": (".mp3",), "AIFF": (".aif", ".aiff", ".aifc"), "AU": (".au", ".snd"),
+    "CAF": (".caf",), "NIST": (".sph", ".nist"), "IRCAM": (".sf",), "VOC": (".voc",), "AVR": (".avr",),
+    "SVX": (".iff", ".svx"), "PAF": (".paf",), "PVF": (".pvf",), "SD2": (".sd2",), "SDS": (".sds",),
+    "WVE": (".wve",), "XI": (".xi",),
+}
+AUDIO_EXTENSIONS = frozenset(ext for fmt, exts in _FORMAT_EXTENSIONS.items() if fmt in sf.available_formats()
+                             for ext in exts)
 
 
 def to_mono(y: np.ndarray) -> np.ndarray:
@@ -47,6 +60,63 @@ def check_signal(y: np.ndarray, sr: int, *, source: str | Path = "<array>") -> n
     return np.ascontiguousarray(y)
 
 
+def audio_files(path: str | Path) -> list[Path]:
+    """The audio files a path names: a file itself, or every audio file under a folder.
+
+    A folder is searched recursively for files with an extension of a format that
+    libsndfile decodes (:data:`AUDIO_EXTENSIONS`, any case), skipping hidden files and
+    folders (names starting with ``.``, such as macOS ``._x.wav`` companions); the
+    result is sorted by relative path, so it is the same on every run and machine. A
+    file is returned as it is, whatever its extension (decoding it says if it is not audio).
+
+    Parameters
+    ----------
+    path : str or Path
+        An audio file or a folder.
+
+    Returns
+    -------
+    list of Path
+        One or more paths (a folder's are ``path / relative``).
+
+    Raises
+    ------
+    AudioError
+        When ``path`` does not exist, is neither a file nor a folder (a socket, a device,
+        a pipe), or is a folder without audio files.
+
+    Examples
+    --------
+    >>> audio_files("recordings/")  # doctest: +SKIP
+    [PosixPath('recordings/a.wav'), PosixPath('recordings/day2/b.flac')]
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        if not found:
+            raise AudioError("folder has no audio files", path=path,
+                             fix="emovox reads WAV, FLAC, OGG, MP3, AIFF and the other formats of libsndfile")
+        return sorted(found, key=lambda p: p.relative_to(path).parts)
+    if not path.exists() and not path.is_symlink():
+        raise AudioError("no such file or folder", path=path, fix="check the path")
+    raise AudioError(f"is {_kind(path)}, neither a file nor a folder", path=path, fix="pass an audio file or a folder")
+
+
+def _kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    if not path.exists():
+        return "a broken symbolic link"
+    mode = path.stat().st_mode
+    for test, words in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "a special file"
+
+
 def load(path: str | Path, *, sr: int) -> np.ndarray:
     """Decode a file (any libsndfile format, rate, channel count) to mono float32 at ``sr`` Hz.
 
@@ -54,6 +124,8 @@ def load(path: str | Path, *, sr: int) -> np.ndarray:
     --------
     >>> y = load("speech.flac", sr=16000)  # doctest: +SKIP
     """
+    if Path(path).is_dir():
+        raise AudioError("is a folder, not a file", path=path, fix="emovox.audio_files(folder) lists its audio files")
     if not Path(path).is_file():
         raise AudioError("no such file", path=path, fix="check the path")
     return _decode(str(path), sr, name=path, fix="convert it to WAV/FLAC or remove it")

@@ -20,8 +20,11 @@ from emovox.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emotion recognition.")
 
-Data = Annotated[Path | None, typer.Option("--data", help="Corpus folder or CSV (default: the config's sources).")]
-Corpus = Annotated[str, typer.Option("--corpus", help="ravdess, cremad, tess, savee, emodb, folder or auto.")]
+Data = Annotated[list[str] | None, typer.Option(
+    "--data", help="Corpus folder or CSV; repeat for several corpora, as DIR or READER=DIR "
+                   "(default: the config's sources).")]
+Corpus = Annotated[str, typer.Option(
+    "--corpus", help="Reader of a single --data: ravdess, cremad, tess, savee, emodb, nemo, ased, folder or auto.")]
 ModelName = Annotated[str | None, typer.Option("--model", help="cnn_small, cnn, bilstm, crnn, mlp or ssl.")]
 Out = Annotated[Path | None, typer.Option("--out", help="Run dir to write.")]
 Resume = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run dir.")]
@@ -41,6 +44,11 @@ Strict = Annotated[bool, typer.Option("--strict", help="Fail on an unreadable or
 Augment = Annotated[str | None, typer.Option(
     "--augment", help="Waveform augmentation for training, e.g. speed:0.9,speed:1.1,noise:20.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+TrainDevice = Annotated[str | None, typer.Option(
+    "--device", help="auto, cpu, cuda or cuda:N (default: the config's train.device, auto = CUDA when available).")]
+Precision = Annotated[str | None, typer.Option(
+    "--precision", help="CUDA autocast: bf16, fp16 or fp32 (default auto: bf16 where the GPU has it; CPU: fp32).")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 
 
 def friendly(fn):
@@ -94,11 +102,20 @@ def _required(out: Path | None) -> Path:
 
 def _settings(config: Path | None, model: str | None, epochs: int | None, seed: int | None,
               speaker_norm: bool | None, classes: str | None, merge: str | None, backbone: str | None,
-              ssl_mode: str, augment: str | None):
+              ssl_mode: str, augment: str | None, device: str | None = None, precision: str | None = None):
     from emovox.settings import Settings
 
     return Settings.build(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
-                          merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment)
+                          merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
+                          precision=precision)
+
+
+def _data(items: list[str] | None, corpus: str):
+    """``--data`` values: one folder (read by ``--corpus``), or several as ``[(reader, folder), ...]``."""
+    if not items:
+        return None
+    pairs = [item.split("=", 1) if "=" in item else (corpus if len(items) == 1 else "auto", item) for item in items]
+    return Path(items[0]) if len(items) == 1 and "=" not in items[0] else [(r, Path(d)) for r, d in pairs]
 
 
 @app.command()
@@ -110,8 +127,8 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
           augment: Augment = None, cache_dir: CacheDir = None, jobs: Jobs = 1,
           strict: Strict = False,
           quiet: Quiet = False, resume: Resume = None,
-          nproc: Annotated[int, typer.Option(help="Train with N processes (torch.distributed, this machine).")] = 1
-          ) -> None:
+          nproc: Annotated[int, typer.Option(help="Train with N processes (torch.distributed, this machine).")] = 1,
+          device: TrainDevice = None, precision: Precision = None) -> None:
     """Train one model on all speakers of a corpus and write a run dir.
 
     Also runs under ``torchrun -m emovox train ...`` (one model, DistributedDataParallel).
@@ -119,12 +136,13 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
     from emovox import distributed, experiment
 
     if resume is None:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment)
-        job = (experiment.train, data, _required(out), s)
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment,
+                      device=device, precision=precision)
+        job = (experiment.train, _data(data, corpus), _required(out), s)
         kw = dict(corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
     else:
         job, out = (experiment.resume, resume), resume
-        kw = dict(cache_dir=cache_dir, jobs=jobs, progress=not quiet)
+        kw = dict(cache_dir=cache_dir, jobs=jobs, progress=not quiet, device=device, precision=precision)
     metrics = distributed.run(*job, nproc=nproc, **kw) or json.loads((out / "metrics.json").read_text())
     v = metrics["validation"]
     console.print(f"[green]trained[/green] {escape(metrics['name'])}: validation UA {v['ua']:.3f} WA {v['wa']:.3f} "
@@ -137,24 +155,30 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
 @friendly
 def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: ModelName = None,
              config: ConfigFile = None,
-             folds: Annotated[str, typer.Option("--folds", help="k, 'loso' or 'random-utterance'.")] = "5",
+             folds: Annotated[str, typer.Option(
+                 "--folds", help="k (grouped by speaker), 'loso', 'loco' (leave one corpus out) or "
+                                 "'random-utterance'.")] = "5",
              baseline: Annotated[bool, typer.Option(help="Also run eGeMAPS+SVM on the same folds.")] = False,
              classes: Classes = None, merge: Merge = None, epochs: Epochs = None, seed: Seed = None,
              speaker_norm: SpeakerNorm = None, backbone: Backbone = None, ssl_mode: SslMode = "frozen",
              augment: Augment = None, cache_dir: CacheDir = None,
              jobs: Annotated[int, typer.Option("--jobs", help="Folds (and extraction) in parallel processes.")] = 1,
              threads: Annotated[int | None, typer.Option(help="Torch threads per fold (default cores/jobs).")] = None,
-             strict: Strict = False, quiet: Quiet = False, resume: Resume = None) -> None:
+             strict: Strict = False, quiet: Quiet = False, resume: Resume = None,
+             device: TrainDevice = None, precision: Precision = None) -> None:
     """Speaker-grouped cross-validation: metrics.json, report.md, confusion_matrix.png."""
     from emovox import experiment
 
     if resume is not None:
-        m = experiment.resume(resume, cache_dir=cache_dir, jobs=jobs, progress=not quiet)
+        m = experiment.resume(resume, cache_dir=cache_dir, jobs=jobs, progress=not quiet, device=device,
+                              precision=precision)
         out = resume
     else:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment)
-        m = experiment.evaluate(data, _required(out), s, corpus=corpus, folds=folds, with_baseline=baseline,
-                                cache_dir=cache_dir, jobs=jobs, threads=threads, strict=strict, progress=not quiet)
+        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment,
+                      device=device, precision=precision)
+        m = experiment.evaluate(_data(data, corpus), _required(out), s, corpus=corpus, folds=folds,
+                                with_baseline=baseline, cache_dir=cache_dir, jobs=jobs, threads=threads,
+                                strict=strict, progress=not quiet)
     line = f"[green]{escape(m['name'])}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"
     if "baseline" in m:
         line += f" | eGeMAPS+SVM UA {m['baseline']['ua']:.3f}"
@@ -168,39 +192,61 @@ Adapt = Annotated[list[Path] | None, typer.Option(
     "--adapt", help="A recording of the speaker (repeatable); a speaker-normalised model uses its statistics.")]
 
 
-def _predictor(model: Path | None, backend: str = "torch", adapt: list[Path] | None = None):
+def _predictor(model: Path | None, backend: str = "torch", adapt: list[Path] | None = None, device: str = "auto"):
     from emovox.predict import Predictor
 
-    predictor = Predictor.load(model, backend=backend)
+    predictor = Predictor.load(model, backend=backend, device=device)
     return predictor.adapt([str(p) for p in adapt]) if adapt else predictor
+
+
+def _audio_files(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(argument, file) for every audio file the arguments name, folders expanded (sorted)."""
+    from emovox.audio import audio_files
+
+    return [(p, f) for p in paths for f in audio_files(p)]
 
 
 @app.command()
 @friendly
-def predict(files: Annotated[list[Path], typer.Argument(help="Audio files.")], model: ModelDir = None,
-            fmt: Format = "table", backend: Backend = "torch", adapt: Adapt = None) -> None:
-    """Print the emotion and class probabilities of each file."""
-    predictor = _predictor(model, backend, adapt)
+def predict(paths: Annotated[list[Path], typer.Argument(help="Audio files, or folders (searched recursively).")],
+            model: ModelDir = None, fmt: Format = "table", backend: Backend = "torch", adapt: Adapt = None,
+            device: Device = "auto") -> None:
+    """Print the emotion and class probabilities of each file (a folder: of every audio file in it)."""
+    files = [f for _, f in _audio_files(paths)]
+    predictor = _predictor(model, backend, adapt, device)
     rows = [{"file": str(f), **r} for f, r in zip(files, predictor.predict([str(f) for f in files]), strict=True)]
     _emit(rows, predictor.labels, fmt)
 
 
 @app.command()
 @friendly
-def timeline(file: Annotated[Path, typer.Argument(help="A recording of any length.")], model: ModelDir = None,
-             fmt: Format = "table", plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG.")] = None,
+def timeline(paths: Annotated[list[Path], typer.Argument(
+                 help="Recordings of any length, or folders of them (searched recursively).")],
+             model: ModelDir = None, fmt: Format = "table",
+             plot: Annotated[Path | None, typer.Option(
+                 "--plot", help="Write a PNG (for several recordings: a folder of them).")] = None,
              threshold_db: Annotated[float, typer.Option(help="VAD level in dBFS.")] = -45.0,
-             backend: Backend = "torch", adapt: Adapt = None) -> None:
-    """Emotion per speech segment of a long recording (streamed; memory stays flat)."""
+             backend: Backend = "torch", adapt: Adapt = None, device: Device = "auto") -> None:
+    """Emotion per speech segment of long recordings (streamed; memory stays flat).
+
+    One recording prints start, end and emotion per segment; several (or a folder) add a
+    file column.
+    """
     from emovox.segment import VadConfig
 
-    predictor = _predictor(model, backend, adapt)
-    rows = predictor.timeline(file, vad=VadConfig(threshold_db=threshold_db))
-    if plot is not None:
-        from emovox.plots import plot_timeline
+    files = _audio_files(paths)
+    several = len(files) > 1 or paths[0].is_dir()
+    predictor = _predictor(model, backend, adapt, device)
+    rows = []
+    for arg, file in files:
+        segments = predictor.timeline(file, vad=VadConfig(threshold_db=threshold_db))
+        rows += [{"file": str(file), **r} for r in segments] if several else segments
+        if plot is not None:
+            from emovox.plots import plot_timeline
 
-        plot_timeline(rows, predictor.labels, plot, title=file.name)
-    _emit(rows, predictor.labels, fmt, keys=("start", "end"))
+            png = plot / (file.relative_to(arg) if arg.is_dir() else Path(file.name)).with_suffix(".png")
+            plot_timeline(segments, predictor.labels, png if several else plot, title=file.name)
+    _emit(rows, predictor.labels, fmt, keys=("file", "start", "end") if several else ("start", "end"))
 
 
 @app.command()
@@ -217,15 +263,19 @@ def export(out: Annotated[Path, typer.Option("--out", help="ONNX file to write."
 def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: Annotated[float, typer.Option(help="413 above this.")] = 25.0,
           max_duration_s: Annotated[float, typer.Option(help="413 above this many seconds.")] = 600.0,
-          backend: Backend = "torch") -> None:
+          backend: Backend = "torch", device: Device = "auto",
+          max_batch: Annotated[int, typer.Option(help="Requests per forward pass (1: no batching).")] = 16,
+          max_wait_ms: Annotated[float, typer.Option(help="Longest wait (ms) for a batch to fill.")] = 2.0) -> None:
     """REST service with a web page (FastAPI + uvicorn); docs at /docs."""
     import uvicorn
 
     from emovox.predict import Predictor
-    from emovox.serve import ServiceLimits, create_app
+    from emovox.serve import ServiceLimits, create_app, limit_threads
 
-    app_ = create_app(Predictor.load(model, backend=backend),
-                      ServiceLimits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s))
+    limits = ServiceLimits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s, max_batch=max_batch,
+                           max_wait_ms=max_wait_ms)
+    limit_threads()  # before loading: an onnx session takes its thread count then
+    app_ = create_app(Predictor.load(model, backend=backend, device=device), limits)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 

@@ -67,7 +67,7 @@ class FeatureConfig:
         For ``kind="utterance"``: ``"egemaps"`` (88 eGeMAPSv02 functionals) and/or
         ``"ge2e"`` (256-dimensional GE2E speaker-encoder embedding), stacked in this order.
     speaker_encoder : str or None
-        GE2E weights file for ``"ge2e"`` (default: the one the ``resemblyzer`` package ships).
+        GE2E weights file for ``"ge2e"`` (default: the one shipped in ``emovox/ge2e_weights``).
     """
 
     kind: str = "logmel"
@@ -218,7 +218,7 @@ def mfcc_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray
     return [mfcc_from_logmel(d, cfg) for d in logmel_batch(signals, cfg)]
 
 
-def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
+def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig, device: str = "auto") -> list[np.ndarray]:
     if cfg.kind == "logmel":
         return logmel_batch(signals, cfg)
     if cfg.kind == "mfcc":
@@ -226,7 +226,7 @@ def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarra
     if cfg.kind == "ssl":
         from emovox import ssl
 
-        return ssl.hidden_states(signals, cfg.backbone)
+        return ssl.hidden_states(signals, cfg.backbone, device=device)
     if cfg.kind == "waveform":
         return [y[None].astype(np.float32) for y in signals]
     if cfg.kind == "utterance":
@@ -254,8 +254,11 @@ def trim(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return trimmed if len(trimmed) >= cfg.n_fft else y
 
 
-def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
+def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig, *, device: str = "auto") -> list[np.ndarray]:
     """Features ``(n_features, n_frames)`` float32 for each mono signal at ``cfg.sample_rate``.
+
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) is where an ssl encoder runs; the other
+    kinds are numpy on the CPU.
 
     Examples
     --------
@@ -266,7 +269,7 @@ def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndar
     if not signals:
         return []
     signals = [trim(np.asarray(y, dtype=np.float32), cfg) for y in signals]
-    feats = _base_batch(signals, cfg)
+    feats = _base_batch(signals, cfg, device)
     out = []
     for y, f in zip(signals, feats, strict=True):
         parts = [f]

@@ -6,17 +6,17 @@ tell thousands of speakers apart. Within one speaker its embedding still moves w
 how they speak, so, z-scored per speaker, it carries emotion that eGeMAPS functionals
 miss (see docs/benchmarks.md).
 
-Weights load from a local file: by default the ``pretrained.pt`` that the
-``resemblyzer`` package ships inside its wheel (``pip install 'emovox[speaker]'``), or
-any checkpoint of the same shape (``FeatureConfig.speaker_encoder``). Nothing is
-downloaded.
+Weights load from a local file: by default the ``pretrained.pt`` shipped inside emovox
+(``emovox/ge2e_weights/``: Resemblyzer's encoder by Resemble AI, Apache-2.0, see the
+``NOTICE`` and ``LICENSE`` beside it), or any checkpoint of the same shape
+(``FeatureConfig.speaker_encoder``). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ HOP = 160  # 10 ms
 PARTIAL_FRAMES = 160  # the encoder was trained on 1.6 s pieces
 TARGET_DBFS = -30.0  # quieter audio is raised to this level first, as in training
 DIM = 256
+WEIGHTS_DIR = "ge2e_weights"  # package data: pretrained.pt, its LICENSE, NOTICE and SHA256SUMS
 
 
 class SpeakerEncoder(nn.Module):
@@ -50,14 +51,11 @@ class SpeakerEncoder(nn.Module):
 
 
 def default_weights() -> Path:
-    """The weights file inside the installed ``resemblyzer`` package (the package is not imported)."""
-    spec = importlib.util.find_spec("resemblyzer")
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    path = Path(folders[0]) / "pretrained.pt" if folders else None
-    if path is None or not path.is_file():
-        raise ConfigError("no GE2E speaker-encoder weights found",
-                          fix="pip install 'emovox[speaker]' (ships them), or set features.speaker_encoder to a "
-                              "local GE2E checkpoint")
+    """The GE2E weights file shipped inside emovox (``emovox/ge2e_weights/pretrained.pt``, Apache-2.0)."""
+    path = Path(str(resources.files("emovox") / WEIGHTS_DIR / "pretrained.pt"))
+    if not path.is_file():
+        raise ConfigError("this emovox install has no GE2E speaker-encoder weights", path=path,
+                          fix="reinstall emovox, or set features.speaker_encoder to a local GE2E checkpoint")
     return path
 
 
@@ -69,7 +67,7 @@ def load_encoder(weights: str | None = None) -> SpeakerEncoder:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError("speaker-encoder weights not found", path=path,
-                          fix="pass the path of a GE2E checkpoint (e.g. resemblyzer's pretrained.pt)") from None
+                          fix="pass the path of a GE2E checkpoint (e.g. Resemblyzer's pretrained.pt)") from None
     except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
         raise ConfigError(f"cannot read speaker-encoder weights ({type(exc).__name__})", path=path) from None
     state = payload.get("model_state", payload) if isinstance(payload, dict) else {}

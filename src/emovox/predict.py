@@ -14,6 +14,9 @@ import torch
 
 from emovox import audio, models
 from emovox.bundled import resolve_model
+from emovox.device import check as check_device
+from emovox.device import of as device_of
+from emovox.device import to_device
 from emovox.errors import AudioError, ConfigError
 from emovox.features import FeatureConfig, extract_batch, windows
 from emovox.normalize import Stats
@@ -34,15 +37,18 @@ def score_features(model: torch.nn.Module, feats: Sequence[np.ndarray], n_frames
         Feature matrices ``(F, T)`` of any length.
     n_frames : int
         The model's fixed input length.
+
+    Windows go to the model's device one batch at a time; probabilities come back as numpy.
     """
     model.eval()
+    dev = device_of(model)
     wins = [windows(f, n_frames) for f in feats]
     owner = np.repeat(np.arange(len(wins)), [len(w) for w in wins])
     stacked = np.concatenate(wins) if wins else np.zeros((0, 1, n_frames), np.float32)
     probs = []
     for i in range(0, len(stacked), BATCH_WINDOWS):
-        logits = model(torch.from_numpy(np.ascontiguousarray(stacked[i : i + BATCH_WINDOWS])))
-        probs.append(torch.softmax(logits, dim=1).numpy())
+        logits = model(to_device(stacked[i : i + BATCH_WINDOWS], dev))
+        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     probs = np.concatenate(probs) if probs else np.zeros((0, 0), np.float32)
     out = np.zeros((len(wins), probs.shape[1] if len(probs) else 0), dtype=np.float64)
     np.add.at(out, owner, probs)
@@ -78,14 +84,21 @@ class Predictor:
         self.n_frames: int = spec["model_kwargs"]["n_frames"]
         self.speaker_norm: bool = bool(spec.get("speaker_norm", False))
         self.speaker_stats_: Stats | None = None
+        self.device = str(device_of(model))  # where the network (and an ssl front end) runs
 
     @classmethod
-    def load(cls, run_dir: str | Path | None = None, *, backend: str = "torch") -> Predictor:
+    def load(cls, run_dir: str | Path | None = None, *, backend: str = "torch", device: str = "auto") -> Predictor:
         """Load a run dir (or its ``model.pt``); ``None`` loads the bundled default model.
 
-        ``backend="onnx"`` runs the same network with onnxruntime (exported in memory).
+        ``backend="onnx"`` runs the same network with onnxruntime (exported in memory), on
+        the CPU. ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) is where the torch
+        backend runs; ``auto`` takes CUDA when there is a GPU. A checkpoint written on
+        any device loads on any other.
         """
-        model, spec = models.load(resolve_model(run_dir))
+        if backend == "onnx" and check_device(device) not in ("auto", "cpu"):
+            raise ConfigError(f"the onnx backend runs on the CPU, not on {device!r}",
+                              fix="pass --device cpu, or --backend torch for the GPU")
+        model, spec = models.load(resolve_model(run_dir), device="cpu" if backend == "onnx" else device)
         if backend == "onnx":
             from emovox.export import OnnxModel
 
@@ -122,7 +135,8 @@ class Predictor:
         utterance vectors (one frame per input), which share the statistics of all inputs
         of the call (so pass several files of one speaker together).
         """
-        self.speaker_stats_ = self._stats_of(extract_batch(self._signals(x, sr)[0], self.features))
+        feats = extract_batch(self._signals(x, sr)[0], self.features, device=self.device)
+        self.speaker_stats_ = self._stats_of(feats)
         return self
 
     def _stats_of(self, feats: list[np.ndarray]) -> Stats:
@@ -135,12 +149,20 @@ class Predictor:
 
     def predict_signals(self, signals: Sequence[np.ndarray], *, stats: Stats | None = None) -> list[dict]:
         """Emotions of mono signals already at ``self.features.sample_rate``."""
-        feats = extract_batch(list(signals), self.features)
-        if self.speaker_norm:
-            feats = self._normalise(feats, stats or self.speaker_stats_)
-        probs = score_features(self.model, feats, self.n_frames)
         sr = self.features.sample_rate
-        return [self._result(p, len(y) / sr) for p, y in zip(probs, signals, strict=True)]
+        return self.score(self.prepare(signals, stats=stats), [len(y) / sr for y in signals])
+
+    def prepare(self, signals: Sequence[np.ndarray], *, stats: Stats | None = None) -> list[np.ndarray]:
+        """The model's inputs for mono signals at ``self.features.sample_rate``: features,
+        speaker-normalised if the model wants it (as :meth:`predict_signals` does)."""
+        feats = extract_batch(list(signals), self.features, device=self.device)
+        return self._normalise(feats, stats or self.speaker_stats_) if self.speaker_norm else feats
+
+    def score(self, inputs: Sequence[np.ndarray], seconds: Sequence[float]) -> list[dict]:
+        """Results for inputs from :meth:`prepare` (of one call or of several), all in one
+        forward pass; ``seconds`` are the clips' durations. The service batches requests so."""
+        probs = score_features(self.model, inputs, self.n_frames)
+        return [self._result(p, s) for p, s in zip(probs, seconds, strict=True)]
 
     def _normalise(self, feats: list[np.ndarray], stats: Stats | None) -> list[np.ndarray]:
         """Speaker-normalise with ``stats``; without them, frames with each input's own
@@ -160,7 +182,7 @@ class Predictor:
         if self.speaker_norm and stats is None:
             stats = Stats()
             for seg in self._segments(path, vad):
-                stats.update(extract_batch([seg.audio], self.features)[0])
+                stats.update(extract_batch([seg.audio], self.features, device=self.device)[0])
             stats = stats if stats.n >= 2 else None
         rows: list[dict] = []
         pending: list[Segment] = []
