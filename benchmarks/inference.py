@@ -63,7 +63,7 @@ def main() -> None:
               f"{short_seconds / 60:.0f}-min file (MB) | peak RSS after the {seconds / 60:.0f}-min file (MB) |")
         print("|---|---|---|---|---|---|")
         for backend in ("torch", "onnx"):
-            p = Predictor.load(args.model, backend=backend)
+            p = Predictor.load(args.model, backend=backend, device="cpu")  # a CPU benchmark, GPU or not
             p.timeline(short)  # warm up; memory after a file a sixth as long
             rss_short = peak_rss_mb()
             t0 = time.perf_counter()

@@ -81,7 +81,7 @@ import sys, time
 from emovox import cache
 from emovox.features import FeatureConfig
 real = cache.extract_batch
-cache.extract_batch = lambda signals, cfg: (time.sleep(0.3), real(signals, cfg))[1]
+cache.extract_batch = lambda signals, cfg, **kw: (time.sleep(0.3), real(signals, cfg, **kw))[1]
 cache.extract_files(sys.argv[2:], FeatureConfig(n_mels=32, clip_s=1.0), cache_dir=sys.argv[1], progress=False)
 """
 

@@ -105,7 +105,7 @@ class Extraction:
 
 
 def _extract_chunk(paths: Sequence[str], keys: Sequence[str], cfg: FeatureConfig, cache: FeatureCache | None,
-                   strict: bool) -> tuple[dict[str, np.ndarray] | None, dict[str, str]]:
+                   strict: bool, device: str = "auto") -> tuple[dict[str, np.ndarray] | None, dict[str, str]]:
     """Worker task: decode and featurise a chunk, store in the cache. Returns (features, skipped)."""
     signals, good, skipped = [], [], {}
     for path, key in zip(paths, keys, strict=True):
@@ -116,7 +116,7 @@ def _extract_chunk(paths: Sequence[str], keys: Sequence[str], cfg: FeatureConfig
             if strict:
                 raise
             skipped[path] = str(exc)
-    feats = extract_batch(signals, cfg) if isinstance(cfg, FeatureConfig) else cfg.extract_batch(signals)
+    feats = extract_batch(signals, cfg, device=device) if isinstance(cfg, FeatureConfig) else cfg.extract_batch(signals)
     if cache is None:
         return {p: f for (p, _), f in zip(good, feats, strict=True)}, skipped
     for (_, key), f in zip(good, feats, strict=True):
@@ -132,7 +132,7 @@ def _init_worker(threads: int) -> None:
 
 def extract_files(paths: Iterable[str], cfg: FeatureConfig, *, cache_dir: str | Path | None = None,
                   jobs: int = 1, strict: bool = False, shard: tuple[int, int] = (0, 1),
-                  progress: bool = True) -> Extraction:
+                  progress: bool = True, device: str = "auto") -> Extraction:
     """Features for many files, cached on disk, in parallel, resumable.
 
     Parameters
@@ -154,6 +154,8 @@ def extract_files(paths: Iterable[str], cfg: FeatureConfig, *, cache_dir: str | 
         rank or machine sharing the cache); the result then holds only cached features.
     progress : bool
         Show a progress bar.
+    device : str
+        Where a :class:`FeatureConfig`'s ssl encoder runs (``auto``: CUDA when available).
     """
     paths = list(dict.fromkeys(str(p) for p in paths))
     cache = FeatureCache(cache_dir, cfg) if cache_dir is not None else None
@@ -175,7 +177,7 @@ def extract_files(paths: Iterable[str], cfg: FeatureConfig, *, cache_dir: str | 
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     with bar(enabled=progress and bool(todo), transient=True) as pbar:
         task = pbar.add_task("features", total=len(todo), status="")
-        results = _run_chunks(chunks, keys, cfg, cache, strict, jobs)
+        results = _run_chunks(chunks, keys, cfg, cache, strict, jobs, device)
         for chunk, (feats, skipped) in zip(chunks, results, strict=True):
             result.skipped.update(skipped)
             for p in chunk:
@@ -188,17 +190,17 @@ def extract_files(paths: Iterable[str], cfg: FeatureConfig, *, cache_dir: str | 
     return result
 
 
-def _run_chunks(chunks, keys, cfg, cache, strict, jobs):
+def _run_chunks(chunks, keys, cfg, cache, strict, jobs, device="auto"):
     args = [(list(c), [keys[p] for p in c]) for c in chunks]
     if jobs <= 1 or len(chunks) <= 1:
-        return (_extract_chunk(p, k, cfg, cache, strict) for p, k in args)
+        return (_extract_chunk(p, k, cfg, cache, strict, device) for p, k in args)
     import multiprocessing as mp
 
     pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(1,))
 
     def run():
         with pool:
-            futures = [pool.submit(_extract_chunk, p, k, cfg, cache, strict) for p, k in args]
+            futures = [pool.submit(_extract_chunk, p, k, cfg, cache, strict, device) for p, k in args]
             for f in futures:
                 yield f.result()
 

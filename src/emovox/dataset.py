@@ -19,6 +19,7 @@ from emovox.features import FeatureConfig
 
 log = logging.getLogger("emovox")
 DEFAULT_CACHE = Path.home() / ".cache" / "emovox"
+DataSource = str | Path | Sequence[tuple[str, str | Path]]  # one corpus folder, or (reader, folder) pairs
 
 
 @dataclass
@@ -47,14 +48,15 @@ class Dataset:
         return np.array([names.index(u.corpus) for u in self.utterances]) if len(names) > 1 else None
 
 
-def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus: str = "auto",
+def load_dataset(data: DataSource, *, corpus: str = "auto",
                  features: FeatureConfig | None = None, classes: tuple[str, ...] | None = None,
                  merge: dict | None = None, augment: tuple[str, ...] = (),
                  cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1, strict: bool = False,
-                 progress: bool = True) -> Dataset:
+                 progress: bool = True, device: str = "auto") -> Dataset:
     """Read one corpus (``data`` a path) or several (``[(corpus, path), ...]``), keep/merge
     classes, extract (cached) features, drop unreadable files; with ``augment`` specs
-    (see :mod:`emovox.augment`) also the features of each augmented copy."""
+    (see :mod:`emovox.augment`) also the features of each augmented copy. ``device`` is
+    where an ssl encoder runs."""
     fcfg = features or FeatureConfig()
     sources = [(corpus, data)] if isinstance(data, (str, Path)) else list(data)
     manifest = [u for name, path in sources for u in load_corpus(path, corpus=name)]
@@ -63,7 +65,7 @@ def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus:
     if not manifest:
         raise CorpusError(f"no files left after keeping classes {classes}", path=data)
     kw = dict(cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
-    ext = _extract([u.path for u in manifest], fcfg, **kw)
+    ext = _extract([u.path for u in manifest], fcfg, **kw, device=device)
     if ext.skipped:
         log.warning("skipped %d unreadable or silent file(s):\n  %s", len(ext.skipped),
                     "\n  ".join(ext.skipped.values()))
@@ -79,17 +81,18 @@ def load_dataset(data: str | Path | Sequence[tuple[str, str | Path]], *, corpus:
     return Dataset(kept, [ext.features[u.path] for u in kept], y, names, ext.skipped, augmented)
 
 
-def _extract(paths: list[str], extractor, *, cache_dir, jobs, strict, progress) -> Extraction:
+def _extract(paths: list[str], extractor, *, cache_dir, jobs, strict, progress, device="auto") -> Extraction:
     """Cached extraction; under torch.distributed each rank first fills its shard of the
     shared cache, then all read it."""
     if distributed.world() > 1:
         if cache_dir is None:
             raise ConfigError("distributed training needs a feature cache", fix="pass --cache-dir on a shared disk")
         extract_files(paths, extractor, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                      shard=(distributed.rank(), distributed.world()), progress=progress and distributed.is_main())
+                      shard=(distributed.rank(), distributed.world()), progress=progress and distributed.is_main(),
+                      device=device)
         distributed.barrier()
     return extract_files(paths, extractor, cache_dir=cache_dir, jobs=jobs, strict=strict,
-                         progress=progress and distributed.is_main())
+                         progress=progress and distributed.is_main(), device=device)
 
 
 def _relabel(u: Utterance, label: str) -> Utterance:

@@ -2,8 +2,10 @@
 
 Launch with ``torchrun --nproc-per-node N -m emovox train ...`` (env:// rendezvous, any
 number of machines) or ``emovox train --nproc N ...`` (``torch.multiprocessing.spawn``
-with a ``file://`` rendezvous on this machine). The backend follows the device: gloo on
-CPU, nccl on GPU.
+with a ``file://`` rendezvous on this machine). The backend follows the device: gloo
+on a machine without CUDA; with CUDA, nccl for GPU tensors (gradients, batch-norm
+statistics) and gloo for the small CPU exchanges (loss sums, stop flags, objects), so
+``--device cpu`` on a GPU machine works too. Each rank uses GPU ``LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -34,8 +36,36 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's ``LOCAL_RANK``; the rank when spawned)."""
+    return int(os.environ.get("LOCAL_RANK", rank()))
+
+
 def backend() -> str:
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    """``gloo`` without CUDA; with CUDA, nccl for CUDA tensors and gloo for CPU tensors."""
+    if torch.cuda.is_available() and dist.is_nccl_available():
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
+
+
+def device_for_rank(device: torch.device) -> torch.device:
+    """``device`` in one process; under torch.distributed on CUDA, GPU ``LOCAL_RANK`` (one GPU per rank)."""
+    if world() == 1 or device.type != "cuda":
+        return device
+    from emovox.errors import ConfigError
+
+    index, count = local_rank(), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"rank {rank()} (local rank {index}) needs its own GPU, but {count} are visible",
+                          fix=f"start at most {count} processes per machine, or pass --device cpu")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _bind_gpu() -> None:
+    """Before joining a group with nccl: make GPU ``LOCAL_RANK`` this process's current device."""
+    if torch.cuda.is_available() and local_rank() < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank())
 
 
 def launched_by_torchrun() -> bool:
@@ -53,6 +83,7 @@ def init_from_env() -> None:
         # addresses (gloo "connection refused"). Namespace them by restart count.
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         store = dist.PrefixStore(f"emovox/attempt_{attempt}", store)
+        _bind_gpu()
         dist.init_process_group(backend(), store=store, rank=rank_, world_size=world_)
         local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
         set_threads(max(1, (os.cpu_count() or 1) // local))
@@ -135,6 +166,8 @@ def _spawned(rank_: int, nproc: int, init_method: str, fn: Callable, args: tuple
     from emovox.parallel import set_threads
 
     set_threads(max(1, (os.cpu_count() or 1) // nproc))
+    os.environ["LOCAL_RANK"] = str(rank_)  # one machine: one GPU per rank, as under torchrun
+    _bind_gpu()
     dist.init_process_group(backend(), init_method=init_method, rank=rank_, world_size=nproc)
     try:
         fn(*args)

@@ -26,18 +26,18 @@ class Settings:
     def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
               seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
               merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen",
-              augment: str | None = None) -> Settings:
+              augment: str | None = None, device: str | None = None, precision: str | None = None) -> Settings:
         """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
         doc = load_file(config) if config else {}
         return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
                             speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone,
-                            ssl_mode=ssl_mode, augment=augment)
+                            ssl_mode=ssl_mode, augment=augment, device=device, precision=precision)
 
     @classmethod
     def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
                  seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
                  merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen",
-                 augment: str | None = None) -> Settings:
+                 augment: str | None = None, device: str | None = None, precision: str | None = None) -> Settings:
         """Settings from a parsed config document plus command-line overrides.
 
         ``backbone`` selects a self-supervised encoder: ``ssl_mode="frozen"`` caches its
@@ -59,7 +59,8 @@ class Settings:
         unknown = sorted(set(doc) - {"features", "train", "data"})
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}", path=src, fix="use features:, train:, data:")
-        for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm)):
+        for key, value in (("model", model), ("epochs", epochs), ("seed", seed), ("speaker_norm", speaker_norm),
+                           ("device", device), ("precision", precision)):
             if value is not None:
                 train_doc[key] = value
         if train_doc.get("model") == "mlp":  # unless told otherwise, the MLP reads utterance vectors

@@ -6,11 +6,13 @@ projection and every transformer layer) are stacked into a feature matrix
 feature. The ``ssl`` model head then learns a softmax-weighted sum of the layers.
 
 Encoders load from a local directory (``save_pretrained`` layout). A hub name is used
-only when ``EMOVOX_ALLOW_DOWNLOAD=1``; nothing is downloaded otherwise.
+only when ``EMOVOX_ALLOW_DOWNLOAD=1``; nothing is downloaded otherwise. The encoder runs
+on a GPU when there is one (``device="auto"``), in fp32; the features come back as numpy.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emovox.device import resolve, to_device
 from emovox.errors import ConfigError
 
 SAMPLE_RATE = 16000
@@ -49,6 +52,13 @@ def load_encoder(backbone: str):
     return model.eval()
 
 
+@lru_cache(maxsize=2)
+def _encoder_on(backbone: str, device: torch.device):
+    """The encoder at ``backbone`` on ``device`` (the CPU copy of :func:`load_encoder` stays where it is)."""
+    encoder = load_encoder(backbone)
+    return encoder if device.type == "cpu" else copy.deepcopy(encoder).to(device)
+
+
 def layout(backbone: str) -> tuple[int, int]:
     """(number of hidden states, hidden size) of the encoder."""
     cfg = load_encoder(backbone).config
@@ -62,13 +72,16 @@ def n_frames(backbone: str, n_samples: int) -> int:
 
 
 @torch.inference_mode()
-def hidden_states(signals: list[np.ndarray], backbone: str, *, chunk_s: float = 20.0) -> list[np.ndarray]:
+def hidden_states(signals: list[np.ndarray], backbone: str, *, chunk_s: float = 20.0,
+                  device: str | torch.device = "auto") -> list[np.ndarray]:
     """All hidden states of each 16 kHz signal, ``(layers * hidden, frames)`` float32.
 
     Signals are normalised to zero mean and unit variance and cut into ``chunk_s``-second
-    chunks, so memory stays bounded on long inputs.
+    chunks, so memory stays bounded on long inputs. The encoder runs on ``device``
+    (``auto``: CUDA when available).
     """
-    encoder = load_encoder(backbone)
+    dev = resolve(device)
+    encoder = _encoder_on(backbone, dev)
     chunk = int(chunk_s * SAMPLE_RATE)
     out = []
     for y in signals:
@@ -78,7 +91,7 @@ def hidden_states(signals: list[np.ndarray], backbone: str, *, chunk_s: float = 
             piece = y[start : start + chunk]
             if start and len(piece) < SAMPLE_RATE // 10:  # a tiny tail adds nothing
                 break
-            states = encoder(torch.from_numpy(piece[None]), output_hidden_states=True).hidden_states
-            parts.append(torch.cat([s[0].T for s in states]).numpy())
+            states = encoder(to_device(piece[None], dev), output_hidden_states=True).hidden_states
+            parts.append(torch.cat([s[0].T for s in states]).cpu().numpy())
         out.append(np.concatenate(parts, axis=1).astype(np.float32, copy=False))
     return out

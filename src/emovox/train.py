@@ -4,6 +4,12 @@ Read top to bottom: seed -> build -> fit normaliser -> class weights -> epochs o
 (shuffle, crop, SpecAugment, step) -> validate (UA) -> keep best -> stop early.
 A checkpoint with every RNG state is written atomically after each epoch (and, on a
 stop request, mid-epoch with the position in the epoch), so a run resumes exactly.
+
+The model lives on ``cfg.device`` (CUDA when there is one, by default); features stay
+numpy on the CPU and go over one batch at a time. On CUDA the forward pass runs under
+autocast (``cfg.precision``, bf16 by default where the GPU has it; fp16 with a loss
+scaler); the CPU trains in fp32. Checkpoints hold CPU tensors, so a run interrupted on
+one machine resumes on another.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from torch import nn
 from emovox import distributed, models
 from emovox.augment import parse_all
 from emovox.cache import atomic_write
+from emovox.device import autocast, check, describe, resolve, resolve_precision, to_cpu, to_device
+from emovox.device import of as device_of
 from emovox.errors import ConfigError
 from emovox.features import fit_frames
 from emovox.predict import score_features
@@ -68,6 +76,12 @@ class TrainConfig:
         Also write the checkpoint every this many steps (0: at the end of each epoch only).
     encoder_lr_scale : float
         Learning-rate factor for a fine-tuned pretrained encoder (``ssl_finetune``).
+    device : str
+        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. Under
+        torch.distributed on GPUs each rank takes GPU ``LOCAL_RANK``.
+    precision : {"auto", "bf16", "fp16", "fp32"}
+        Autocast precision on CUDA (``auto``: bf16 where the GPU has it, else fp32; fp16
+        scales the loss). The CPU computes in fp32 and refuses bf16/fp16.
     """
 
     model: str = "cnn"
@@ -86,6 +100,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0
     encoder_lr_scale: float = 0.1
+    device: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model not in models.MODELS:
@@ -95,6 +111,8 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.schedule!r}", fix="use cosine or constant")
         parse_all(self.augment)  # a bad spec fails here, before any work
+        object.__setattr__(self, "device", check(self.device))
+        resolve_precision(self.precision, resolve(self.device))  # a missing GPU or bf16 on CPU too
 
 
 @dataclass
@@ -131,6 +149,8 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> to
     """Mask random frequency bands (≤ F/8 rows) and time spans (≤ T/10 frames) with the batch mean.
 
     A one-row waveform gets time masks only, a one-frame utterance vector feature masks only.
+    The masks are drawn from ``gen`` on the CPU (so a seed gives the same masks on any
+    device) and applied where ``x`` lives.
     """  # noqa: RUF002
     x = x.clone()
     b, f, t = x.shape
@@ -140,7 +160,7 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> to
             w = torch.randint(0, width + 1, (b,), generator=gen)
             start = (torch.rand(b, generator=gen) * (size - w)).long()
             pos = torch.arange(size)
-            mask = (pos[None] >= start[:, None]) & (pos[None] < (start + w)[:, None])
+            mask = ((pos[None] >= start[:, None]) & (pos[None] < (start + w)[:, None])).to(x.device)
             x.masked_fill_(mask[:, :, None] if axis == 1 else mask[:, None, :], fill)
     return x
 
@@ -175,7 +195,12 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     no SyncBatchNorm, running statistics are averaged over ranks after each epoch), each rank trains on
     its shard of every epoch's permutation, validation counts are summed over ranks so
     all ranks take the same early-stopping decision, and only rank 0 writes checkpoints.
+    On GPUs each rank trains on GPU ``LOCAL_RANK``.
+
+    The returned model is on the training device, in eval mode.
     """
+    dev = distributed.device_for_rank(resolve(cfg.device))
+    precision = resolve_precision(cfg.precision, dev)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -187,30 +212,36 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     weights = np.zeros(len(y), dtype=np.float32)
     weights[fit_idx] = sample_weights(y[fit_idx], None if groups is None else groups[fit_idx]) \
         if cfg.class_weights else 1.0
+    if distributed.world() > 1 and dev.type == "cuda":  # torch's SyncBatchNorm is GPU-only; on CPU DDP
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # broadcasts BN buffers
+    model.to(dev)
     net = model
     if distributed.world() > 1:
-        if torch.cuda.is_available():  # torch's SyncBatchNorm is GPU-only; on CPU DDP broadcasts BN buffers
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg))
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
+    step_on = _Step(dev, precision, scaler)
+    if distributed.is_main():
+        log.info("%s on %s in %s", description, describe(dev), precision)
     state = {"epoch": 0, "best_ua": -1.0, "best_epoch": 0, "best_state": None, "history": [],
              "order": None, "step": 0, "loss_sum": 0.0, "seen": 0}  # the last four: position inside an epoch
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
-        state = _resume(ckpt, model, opt, sched, rng, gen)
+        state = _resume(ckpt, model, opt, sched, scaler, rng, gen)
         log.info("resumed %s at epoch %d step %d", ckpt, state["epoch"], state["step"])
 
     def save() -> None:
         if ckpt is not None and distributed.is_main():
-            _save_checkpoint(ckpt, model, opt, sched, rng, gen, state)
+            _save_checkpoint(ckpt, model, opt, sched, scaler, rng, gen, state)
 
     with _stop_scope(), bar(enabled=progress and distributed.is_main(), transient=True) as pbar:
         task = pbar.add_task(description, total=cfg.epochs, completed=state["epoch"], status="")
         while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
             if state["order"] is None:
                 state.update(order=rng.permutation(fit_idx), step=0, loss_sum=0.0, seen=0)
-            loss = _epoch(net, model, opt, weights, (feats, *augmented), y, state, n_frames, cfg, rng, gen, save)
+            loss = _epoch(net, model, opt, step_on, weights, (feats, *augmented), y, state, n_frames, cfg, rng,
+                          gen, save)
             state["order"] = None
             distributed.average_buffers(model)
             sched.step()
@@ -218,7 +249,7 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
             state["epoch"] += 1
             state["history"].append({"epoch": state["epoch"], "loss": loss, "val_ua": val_ua})
             if val_ua > state["best_ua"]:
-                state.update(best_ua=val_ua, best_epoch=state["epoch"], best_state=copy.deepcopy(model.state_dict()))
+                state.update(best_ua=val_ua, best_epoch=state["epoch"], best_state=_cpu_copy(model.state_dict()))
             log.info("%s epoch %d loss %.4f val_ua %.4f", description, state["epoch"], loss, val_ua)
             pbar.update(task, completed=state["epoch"], status=f"loss {loss:.3f} val UA {val_ua:.3f}")
             save()
@@ -226,7 +257,16 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     return FitResult(model.eval(), state["best_epoch"], state["best_ua"], state["history"])
 
 
-def _epoch(net, model, opt, weights, sources, y, state, n_frames, cfg, rng, gen, save) -> float:
+@dataclass(frozen=True)
+class _Step:
+    """Where a training step runs: device, autocast precision and the (fp16-only) loss scaler."""
+
+    device: torch.device
+    precision: str
+    scaler: torch.amp.GradScaler
+
+
+def _epoch(net, model, opt, step_on: _Step, weights, sources, y, state, n_frames, cfg, rng, gen, save) -> float:
     """Train on this rank's shard of the epoch's permutation from ``state["step"]`` on.
 
     ``sources`` holds the features and those of each augmented copy; every sample is
@@ -249,14 +289,18 @@ def _epoch(net, model, opt, weights, sources, y, state, n_frames, cfg, rng, gen,
         picks = rng.integers(0, len(sources), len(idx)) if len(sources) > 1 else np.zeros(len(idx), dtype=int)
         feats = [sources[s][j] for s, j in zip(picks, idx, strict=True)]
         xb = np.stack([fit_frames(f, n_frames, start=_crop_start(f, n_frames, rng)) for f in feats])
-        x = torch.from_numpy(xb)
+        dev = step_on.device
+        x = to_device(xb, dev)
         if cfg.spec_augment:
             x = spec_augment(model.norm(x), gen) * model.norm.std + model.norm.mean
-        w = torch.from_numpy(weights[idx])
-        loss = (nn.functional.cross_entropy(net(x), torch.from_numpy(y[idx]), reduction="none") * w).sum() / w.sum()
+        w, target = to_device(weights[idx], dev), to_device(y[idx], dev)
+        with autocast(dev, step_on.precision):
+            logits = net(x)
+        loss = (nn.functional.cross_entropy(logits.float(), target, reduction="none") * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step_on.scaler.scale(loss).backward()
+        step_on.scaler.step(opt)
+        step_on.scaler.update()
         state["loss_sum"] += loss.item() * len(idx)
         state["seen"] += len(idx)
         stop = _stop_requested()
@@ -334,25 +378,42 @@ def _lr_factor(cfg: TrainConfig):
     return lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
 
 
-def _save_checkpoint(path: Path, model, opt, sched, rng, gen, state) -> None:
+def _cpu_copy(state_dict: dict) -> dict:
+    """A CPU copy of a state dict (the best epoch's weights), whatever device the model is on."""
+    return copy.deepcopy(to_cpu(state_dict))
+
+
+def _save_checkpoint(path: Path, model, opt, sched, scaler, rng, gen, state) -> None:
+    """Everything to resume exactly, as CPU tensors (device-neutral; read with ``map_location="cpu"``)."""
     payload = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
+        "model": to_cpu(model.state_dict()),
+        "optimizer": to_cpu(opt.state_dict()),
         "scheduler": sched.state_dict(),
         "state": state,
         "rng": {"numpy": rng.bit_generator.state, "torch_gen": gen.get_state(),
                 "torch": torch.get_rng_state(), "python": random.getstate()},
     }
+    if scaler.is_enabled():
+        payload["scaler"] = scaler.state_dict()
+    dev = device_of(model)
+    if dev.type == "cuda":  # dropout on the GPU draws from the GPU's generator
+        payload["rng"]["cuda"] = torch.cuda.get_rng_state(dev)
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _resume(path: Path, model, opt, sched, rng, gen) -> dict:
+def _resume(path: Path, model, opt, sched, scaler, rng, gen) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(payload["model"])
-    opt.load_state_dict(payload["optimizer"])
+    model.load_state_dict(payload["model"])  # copies into the model's device
+    opt.load_state_dict(payload["optimizer"])  # moves the moments next to their parameters
     sched.load_state_dict(payload["scheduler"])
+    if scaler.is_enabled() and "scaler" in payload:
+        scaler.load_state_dict(payload["scaler"])
     rng.bit_generator.state = payload["rng"]["numpy"]
     gen.set_state(payload["rng"]["torch_gen"])
     torch.set_rng_state(payload["rng"]["torch"])
     random.setstate(payload["rng"]["python"])
+    dev = device_of(model)
+    if dev.type == "cuda" and "cuda" in payload["rng"]:
+        torch.cuda.set_rng_state(payload["rng"]["cuda"], dev)
     return payload["state"]
+

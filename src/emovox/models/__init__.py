@@ -59,16 +59,29 @@ def build(name: str, *, n_features: int, n_frames: int, n_classes: int, **kwargs
 
 
 def save(path: str | Path, model: Classifier, *, spec: dict) -> None:
-    """Write a checkpoint: ``spec`` (model name and kwargs, labels, feature config, ...) + weights."""
+    """Write a checkpoint: ``spec`` (model name and kwargs, labels, feature config, ...) + weights.
+
+    The weights are written as CPU tensors whatever device the model is on, so the file
+    loads on any machine.
+    """
     from emovox import __version__
     from emovox.cache import atomic_write
+    from emovox.device import to_cpu
 
-    payload = {"format": FORMAT, "emovox_version": __version__, **spec, "state_dict": model.state_dict()}
+    payload = {"format": FORMAT, "emovox_version": __version__, **spec, "state_dict": to_cpu(model.state_dict())}
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
-def load(path: str | Path) -> tuple[Classifier, dict]:
-    """Rebuild a model from a checkpoint written by :func:`save`; returns (model in eval mode, spec)."""
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
+    """Rebuild a model from a checkpoint written by :func:`save`; returns (model in eval mode, spec).
+
+    The weights are read onto the CPU (``map_location="cpu"``: a checkpoint written on a
+    GPU loads on a machine without one), then the model moves to ``device`` (``auto``,
+    ``cpu``, ``cuda`` or ``cuda:N``).
+    """
+    from emovox.device import resolve
+
+    dev = resolve(device)
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -83,4 +96,4 @@ def load(path: str | Path) -> tuple[Classifier, dict]:
     spec = {k: v for k, v in payload.items() if k != "state_dict"}
     model = build(spec["model"], **spec["model_kwargs"])
     model.load_state_dict(payload["state_dict"])
-    return model.eval(), spec
+    return model.to(dev).eval(), spec
