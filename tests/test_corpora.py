@@ -36,6 +36,10 @@ def test_ravdess_reader_parses_names_and_skips_song(ravdess_dir):
          [("angry", "tess:OAF", "female"), ("surprised", "tess:YAF", "female")]),
         (["AudioData/DC/sa01.wav", "AudioData/KL/su15.wav", "AudioData/JE/n03.wav"], "savee",
          [("sad", "savee:DC", "male"), ("neutral", "savee:JE", "male"), ("surprised", "savee:KL", "male")]),
+        (["samples/EB0_anger_12.wav", "samples/KS0_sadness_3.flac", "samples/MK0_surprised_60.wav"], "nemo",
+         [("angry", "nemo:EB0", None), ("sad", "nemo:KS0", None), ("surprised", "nemo:MK0", None)]),
+        (["01Neutral/n1-01-01-01-01.wav", "04Sad/S4-04-02-02-29.flac", "05Angry/a5-03-01-01-07.wav"], "ased",
+         [("neutral", "ased:01", "female"), ("sad", "ased:29", "male"), ("angry", "ased:07", "female")]),
         (["angry/spk1/a.wav", "Sadness/spk2/b.flac"], "folder",
          [("angry", "folder:spk1", None), ("sad", "folder:spk2", None)]),
     ],
@@ -85,3 +89,20 @@ def test_labels_canonical_merge_and_order():
         "neutral", "sad", None]
     assert ordered(["sad", "neutral", "zzz", "angry"]) == ["neutral", "sad", "angry", "zzz"]
     assert np.all([canonical(e) == e for e in ordered(["boredom", "calm"])])
+
+
+def test_nemo_metadata_table_is_optional(tmp_path):
+    _touch(tmp_path, ["samples/WR0_happiness_64.wav", "samples/notes_about_it.wav"])
+    (tmp_path / "data.tsv").write_text("file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage\n"
+                                       "WR0_happiness_64.wav\thappiness\tUcho.\tucho\t  WR0\tmale\t23\n")
+    [u] = load_corpus(tmp_path, corpus="nemo")  # a file outside the naming scheme is not read
+    assert (u.label, u.meta) == ("happy", {"sentence": "Ucho.", "gender": "male", "age": "23"})
+    (tmp_path / "data.tsv").unlink()
+    assert load_corpus(tmp_path, corpus="nemo")[0].meta == {}
+
+
+def test_ased_label_comes_from_its_folder(tmp_path):
+    _touch(tmp_path, ["03Happy/h3-02-01-02-11.wav", "Extra/h3-02-01-02-11.wav"])
+    [u] = load_corpus(tmp_path, corpus="ased")
+    assert (u.label, u.speaker, u.meta) == ("happy", "ased:11", {"gender": "male", "sentence": "02",
+                                                                 "repetition": "01"})

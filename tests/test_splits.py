@@ -36,3 +36,16 @@ def test_errors():
         make_folds(SPEAKERS, LABELS, 8)
     with pytest.raises(CorpusError, match="no speaker"):
         make_folds([None] * 4, ["a", "b"] * 2, 2)
+
+
+def test_leave_one_corpus_out_tests_every_file_of_one_corpus():
+    corpora = ["a", "a", "b", "b", "b", "c"]
+    speakers = [f"{c}:{i % 2}" for i, c in enumerate(corpora)]
+    folds = make_folds(speakers, ["x"] * 6, "loco", corpora=corpora)
+    assert [f.test_corpus for f in folds] == ["a", "b", "c"]
+    assert [f.test.tolist() for f in folds] == [[0, 1], [2, 3, 4], [5]]
+    for f in folds:
+        assert not {corpora[i] for i in f.train} & {f.test_corpus}
+        assert sorted(f.train.tolist() + f.test.tolist()) == list(range(6))
+    with pytest.raises(ConfigError, match="at least two corpora"):
+        make_folds(speakers, ["x"] * 6, "loco", corpora=["a"] * 6)

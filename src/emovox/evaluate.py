@@ -82,7 +82,9 @@ def summarise(y_true: np.ndarray, y_pred: np.ndarray, folds: list[dict], labels:
 
 def report_markdown(metrics: dict, *, baseline: dict | None = None, image: str | None = None) -> str:
     """A Markdown report: headline, per-class table, per-fold table, mean ± std, baseline."""
-    split = "speaker-independent (folds grouped by speaker)" if metrics["speaker_independent"] else \
+    loco = any(f.get("test_corpus") for f in metrics["folds"])
+    split = "leave-one-corpus-out (each fold tests on every file of a corpus the model never heard)" if loco else \
+        "speaker-independent (folds grouped by speaker)" if metrics["speaker_independent"] else \
         "**random utterance split: speakers are mixed between train and test; not speaker-independent**"
     lines = [f"# {metrics['name']}", "", f"Split: {split}.", ""]
     lines += _headline(metrics, baseline)
@@ -90,17 +92,25 @@ def report_markdown(metrics: dict, *, baseline: dict | None = None, image: str |
               "|---|---|---|---|---|"]
     for lab, c in metrics["per_class"].items():
         lines.append(f"| {lab} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
-    lines += ["", "## Per fold", "", "| fold | test speakers | n | UA | WA | macro-F1 |" +
+    who = "held-out corpus" if loco else "test speakers"
+    lines += ["", "## Per fold", "", f"| fold | {who} | n | UA | WA | macro-F1 |" +
               (" baseline UA |" if baseline else ""), "|---|---|---|---|---|---|" + ("---|" if baseline else "")]
     for i, f in enumerate(metrics["folds"]):
-        row = f"| {f['fold']} | {', '.join(f['test_speakers']) or '(mixed)'} | {f['n']} | {f['ua']:.3f} | " \
+        who = f.get("test_corpus") or ", ".join(f["test_speakers"]) or "(mixed)"
+        row = f"| {f['fold']} | {who} | {f['n']} | {f['ua']:.3f} | " \
               f"{f['wa']:.3f} | {f['macro_f1']:.3f} |"
         if baseline:
             row += f" {baseline['folds'][i]['ua']:.3f} |"
         lines.append(row)
     m, s = metrics["mean"], metrics["std"]
-    lines += ["", f"Mean ± std over folds: UA {m['ua']:.3f} ± {s['ua']:.3f}, WA {m['wa']:.3f} ± {s['wa']:.3f}, "
+    over = "held-out corpora" if loco else "folds"
+    lines += ["", f"Mean ± std over {over}: UA {m['ua']:.3f} ± {s['ua']:.3f}, WA {m['wa']:.3f} ± {s['wa']:.3f}, "
               f"macro-F1 {m['macro_f1']:.3f} ± {s['macro_f1']:.3f}."]
+    for f in metrics["folds"] if loco else ():
+        lines += ["", f"Confusion matrix, {f['test_corpus']} held out (rows true, columns predicted):", "",
+                  "| | " + " | ".join(metrics["labels"]) + " |", "|---" * (len(metrics["labels"]) + 1) + "|"]
+        lines += [f"| {lab} | " + " | ".join(map(str, r)) + " |" for lab, r in zip(metrics["labels"],
+                                                                              f["confusion_matrix"], strict=True)]
     if "calibration" in metrics:
         c = metrics["calibration"]
         lines += ["", f"Expected calibration error (15 bins, mean over folds): {c['ece_before']:.3f} before, "

@@ -20,7 +20,7 @@ from emovox import __version__, baseline, distributed, models, normalize
 from emovox.cache import atomic_write, extract_files
 from emovox.calibrate import ece, fit_temperature
 from emovox.config import load_file, to_dict
-from emovox.dataset import DEFAULT_CACHE, Dataset, load_dataset, model_inputs
+from emovox.dataset import DEFAULT_CACHE, Dataset, DataSource, load_dataset, model_inputs
 from emovox.errors import ConfigError
 from emovox.evaluate import report_markdown, scores, summarise
 from emovox.features import FeatureConfig
@@ -98,7 +98,8 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     folds run in parallel processes with ``threads`` torch threads each.
     """
     out = _open_run(out)
-    splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed)
+    splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed,
+                        corpora=[u.corpus for u in ds.utterances])
     independent = all(f.speaker_independent for f in splits)
     inputs = model_inputs(ds, train)
     y_pred = np.zeros_like(ds.y)
@@ -198,13 +199,24 @@ def _run_fold(ds, inputs, fold, fold_dir: Path, features, train, independent, pr
                  description=f"fold {fold.index + 1}")
     calibration = _calibrate(result.model, feats, ds.y, val_idx, fold.test, features.clip_frames)
     pred = score_features(result.model, [feats[i] for i in fold.test], features.clip_frames).argmax(1)
-    row = {"fold": fold.index, "test_speakers": list(fold.test_speakers),
-           **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict(), "best_epoch": result.best_epoch,
-           **calibration}
-    log.info("fold %d (%s): UA %.3f WA %.3f", fold.index, ", ".join(fold.test_speakers), row["ua"], row["wa"])
+    row = {**_fold_row(fold, ds, pred), "best_epoch": result.best_epoch, **calibration}
+    log.info("fold %d (%s): UA %.3f WA %.3f", fold.index, fold.test_corpus or ", ".join(fold.test_speakers),
+             row["ua"], row["wa"])
     _write_json(done, {"row": row, "pred": pred.tolist()})
     (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
     return row, pred
+
+
+def _fold_row(fold, ds: Dataset, pred: np.ndarray) -> dict:
+    """One fold's scores; a held-out corpus also gets its confusion matrix."""
+    row = {"fold": fold.index, "test_speakers": list(fold.test_speakers),
+           **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict()}
+    if fold.test_corpus:
+        from sklearn.metrics import confusion_matrix
+
+        row.update(test_corpus=fold.test_corpus, confusion_matrix=confusion_matrix(
+            ds.y[fold.test], pred, labels=np.arange(len(ds.labels))).tolist())
+    return row
 
 
 def _calibrate(model, feats, y, val_idx, test_idx, n_frames) -> dict:
@@ -231,8 +243,7 @@ def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, indepe
     for fold in splits:
         pred = baseline.fit_predict(x, ds.y, fold.train, fold.test, seed=seed)
         y_pred[fold.test] = pred
-        rows.append({"fold": fold.index, "test_speakers": list(fold.test_speakers),
-                     **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict()})
+        rows.append(_fold_row(fold, ds, pred))
     name = "eGeMAPSv02 + SVM" + (" + speaker norm" if speaker_norm else "")
     return summarise(ds.y, y_pred, rows, ds.labels, name=name, speaker_independent=independent)
 
@@ -283,16 +294,18 @@ def _dataset(data, s: Settings, *, corpus, cache_dir, jobs, strict, progress) ->
         data = s.sources
     return load_dataset(data, corpus=corpus, features=s.features, classes=s.classes, merge=s.merge,
                         augment=s.train.augment, cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir,
-                        jobs=jobs, strict=strict, progress=progress)
+                        jobs=jobs, strict=strict, progress=progress, device=s.train.device)
 
 
 def _source(data, corpus: str, cache_dir) -> dict:
     """Where a run's data came from (read back by :func:`resume`)."""
-    return {"data": str(data) if data else None, "corpus": corpus,
+    if data is not None and not isinstance(data, (str, Path)):  # several corpora: [(reader, folder), ...]
+        data = [[str(name), str(path)] for name, path in data]
+    return {"data": str(data) if isinstance(data, (str, Path)) else data, "corpus": corpus,
             "cache_dir": str(cache_dir) if cache_dir else None}
 
 
-def train(data: str | Path | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
+def train(data: DataSource | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
           cache_dir: str | Path | None = None, jobs: int = 1, strict: bool = False, progress: bool = True) -> dict:
     """Read a corpus (or the config's ``data: sources:``) and train one model into run dir ``out``.
 
@@ -307,10 +320,12 @@ def train(data: str | Path | None, out: str | Path, settings: Settings | None = 
 
 
 def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: int = 1,
-           progress: bool = True) -> dict:
+           progress: bool = True, device: str | None = None, precision: str | None = None) -> dict:
     """Continue an interrupted ``train`` or ``evaluate`` run from its last complete checkpoint.
 
     The run dir's ``config.json`` says what the run was; finished folds and epochs are kept.
+    ``device`` and ``precision`` override the saved ones (a run started on a GPU can go on
+    on a CPU, and the reverse: checkpoints are device-neutral).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
@@ -319,14 +334,14 @@ def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: in
     source = doc.pop("corpus")
     folds = doc.pop("folds", None)
     with_baseline = doc.pop("baseline", False)
-    settings = Settings.from_doc(doc, source=str(run_dir / "config.json"))
+    settings = Settings.from_doc(doc, source=str(run_dir / "config.json"), device=device, precision=precision)
     kw = dict(corpus=source["corpus"], cache_dir=cache_dir or source.get("cache_dir"), jobs=jobs, progress=progress)
     if folds is None:
         return train(source["data"], run_dir, settings, **kw)
     return evaluate(source["data"], run_dir, settings, folds=folds, with_baseline=with_baseline, **kw)
 
 
-def evaluate(data: str | Path | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
+def evaluate(data: DataSource | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
              folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = None,
              jobs: int = 1, threads: int | None = None, strict: bool = False, progress: bool = True) -> dict:
     """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`)."""

@@ -1,5 +1,7 @@
 """Speaker-grouped folds: no speaker is ever in two of train, validation and test.
 
+Leave-one-corpus-out (``"loco"``) goes further: each fold tests on every file of one
+corpus and trains on the others, so the test studio, language and speakers are all new.
 A split that mixes speakers exists only under the explicit name ``"random-utterance"``,
 and every fold it yields says so (``speaker_independent=False``).
 """
@@ -15,6 +17,7 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedKFol
 from emovox.errors import ConfigError, CorpusError
 
 RANDOM_SPLIT = "random-utterance"
+LOCO = "loco"
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,11 @@ class Fold:
     test: np.ndarray
     test_speakers: tuple[str, ...]
     speaker_independent: bool = True
+    test_corpus: str | None = None
 
 
 def make_folds(speakers: Sequence[str | None], labels: Sequence[str], folds: int | str, *,
-               seed: int = 0) -> list[Fold]:
+               seed: int = 0, corpora: Sequence[str] | None = None) -> list[Fold]:
     """Cross-validation folds.
 
     Parameters
@@ -37,10 +41,13 @@ def make_folds(speakers: Sequence[str | None], labels: Sequence[str], folds: int
     speakers, labels : sequences
         One entry per utterance.
     folds : int or str
-        ``k`` for k folds grouped by speaker, ``"loso"`` for leave-one-speaker-out, or
+        ``k`` for k folds grouped by speaker, ``"loso"`` for leave-one-speaker-out,
+        ``"loco"`` for leave-one-corpus-out (needs ``corpora``), or
         ``"random-utterance"`` for a 5-fold stratified split that mixes speakers.
     seed : int
         Shuffles which speakers land in which fold.
+    corpora : sequence of str, optional
+        Corpus name per utterance, for ``"loco"``.
 
     Examples
     --------
@@ -53,6 +60,8 @@ def make_folds(speakers: Sequence[str | None], labels: Sequence[str], folds: int
     if folds == RANDOM_SPLIT:
         sk = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
         return [Fold(i, tr, te, (), speaker_independent=False) for i, (tr, te) in enumerate(sk.split(idx, labels))]
+    if folds == LOCO:
+        return _leave_one_corpus_out(speakers, corpora)
     groups = _groups(speakers)
     unique = sorted(set(groups))
     if folds == "loso":
@@ -61,7 +70,8 @@ def make_folds(speakers: Sequence[str | None], labels: Sequence[str], folds: int
         try:
             k = int(folds)
         except ValueError:
-            raise ConfigError(f"folds must be an integer, 'loso' or '{RANDOM_SPLIT}', got {folds!r}") from None
+            raise ConfigError(f"folds must be an integer, 'loso', '{LOCO}' or '{RANDOM_SPLIT}', "
+                              f"got {folds!r}") from None
         if not 2 <= k <= len(unique):
             raise ConfigError(f"{k} folds need between 2 and {len(unique)} speakers' worth of folds",
                               fix="use fewer folds or --folds loso")
@@ -69,6 +79,20 @@ def make_folds(speakers: Sequence[str | None], labels: Sequence[str], folds: int
     out = []
     for i, (tr, te) in enumerate(splitter.split(idx, labels, groups)):
         out.append(Fold(i, tr, te, tuple(sorted({groups[j] for j in te}))))
+    return out
+
+
+def _leave_one_corpus_out(speakers: Sequence[str | None], corpora: Sequence[str] | None) -> list[Fold]:
+    names = sorted(set(corpora or ()))
+    if len(names) < 2:
+        raise ConfigError(f"--folds {LOCO} needs at least two corpora",
+                          fix="list several corpora (data: sources: in --config, or --data NAME=DIR repeated)")
+    corpora = np.asarray(corpora)
+    out = []
+    for i, name in enumerate(names):
+        test = np.flatnonzero(corpora == name)
+        train = np.flatnonzero(corpora != name)
+        out.append(Fold(i, train, test, tuple(sorted({str(speakers[j]) for j in test})), test_corpus=name))
     return out
 
 

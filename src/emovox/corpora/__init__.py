@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emovox.corpora import cremad, emodb, generic, ravdess, savee, tess
+from emovox.corpora import ased, cremad, emodb, generic, nemo, ravdess, savee, tess
 from emovox.corpora.base import AUDIO_EXTENSIONS, Utterance
 from emovox.errors import CorpusError
 
-READERS = {m.NAME: m for m in (ravdess, cremad, tess, savee, emodb, generic)}
+READERS = {m.NAME: m for m in (ravdess, cremad, tess, savee, emodb, nemo, ased, generic)}
 
 __all__ = ["AUDIO_EXTENSIONS", "READERS", "Utterance", "detect", "load_corpus"]
 
@@ -40,7 +40,8 @@ def load_corpus(root: str | Path, *, corpus: str = "auto") -> list[Utterance]:
     root : path
         Corpus folder, or a CSV file for the generic reader.
     corpus : str
-        Reader name (``ravdess``, ``cremad``, ``tess``, ``savee``, ``emodb``, ``folder``)
+        Reader name (``ravdess``, ``cremad``, ``tess``, ``savee``, ``emodb``, ``nemo``, ``ased``,
+        ``folder``)
         or ``"auto"`` to recognise the layout.
 
     Returns
