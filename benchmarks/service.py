@@ -1,12 +1,24 @@
-"""The REST service under load from a loopback client.
+"""The REST service under load from a loopback client: before batching, unbatched and batched, in one run.
 
 Usage::
 
-    python benchmarks/service.py [--model RUN_DIR] [--clients 8] [--requests 1000] [--seconds 3]
+    python benchmarks/service.py [--clients 8] [--requests 1000] [--seconds 3]
+        [--model cnn bundled RUN_DIR ...] [--backend torch onnx] [--max-batch 1 16] [--before REV]
 
-Starts ``emovox serve`` in a subprocess on a free port, then ``--clients`` concurrent
-clients post ``--requests`` uploads of a ``--seconds`` clip to ``/v1/predict`` and the
-script prints requests per second, p50/p99 latency and the error count.
+For each model and backend it serves, one after the other: the service as it was at git
+commit ``--before`` (each request decoded and scored alone; default: the last commit
+before batching, run over today's library), then ``emovox serve --max-batch N`` for each
+``--max-batch`` (1: no batching). Each server runs in a subprocess on a free port; once
+``/healthz`` says it is ready, 2 clients send 20 requests, then ``--clients`` concurrent
+clients post ``--requests`` uploads of a ``--seconds`` clip to ``/v1/predict``. Printed:
+requests per second, p50/p99 latency, errors, the mean number of requests per forward pass,
+the server's CPU time per request (steadier than wall-clock figures on a shared machine),
+and requests per second relative to the first service of the same model and backend in
+the same run.
+
+Models: ``cnn`` is the default log-mel cnn (``emovox train``'s default features and model,
+64 mel bands x 2 s, untrained weights: the speed is the same), built in a temporary folder;
+``bundled`` is the model that ships with emovox; anything else is a run dir.
 """
 
 from __future__ import annotations
@@ -14,15 +26,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import soundfile as sf
 
+BEFORE = "bb78d9c"  # the last commit whose service scored each request alone
 
 def clip(seconds: float, sr: int = 16000) -> bytes:
     t = np.arange(int(seconds * sr)) / sr
@@ -32,60 +48,198 @@ def clip(seconds: float, sr: int = 16000) -> bytes:
     return buf.getvalue()
 
 
-async def load(url: str, data: bytes, clients: int, total: int) -> tuple[list[float], int]:
+def logmel_cnn(out: Path) -> Path:
+    """A run dir with the default log-mel cnn (random weights) and the default features."""
+    from emovox import models
+    from emovox.config import to_dict
+    from emovox.features import FeatureConfig
+
+    features = FeatureConfig()
+    kwargs = {"n_features": features.n_features, "n_frames": features.clip_frames, "n_classes": 4}
+    out.mkdir(parents=True, exist_ok=True)
+    models.save(out / "model.pt", models.build("cnn", **kwargs),
+                spec={"model": "cnn", "model_kwargs": kwargs, "labels": ["neutral", "happy", "sad", "angry"],
+                      "speaker_norm": False, "feature_config": to_dict(features)})
+    return out
+
+
+async def load(url: str, data: bytes, clients: int, total: int, long: bytes | None = None) -> dict:
+    """``total`` posts of ``data`` from ``clients`` concurrent clients: their latencies (s),
+    errors and wall time (s); ``long``, if given, is posted once more at the start beside
+    them (``long_s``: its latency; its error counts too)."""
     latencies: list[float] = []
-    errors = 0
+    out = {"errors": 0, "long_s": None}
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
 
     async def client() -> None:
-        nonlocal errors
         async with httpx.AsyncClient(timeout=60) as http:
             while not queue.empty():
                 queue.get_nowait()
                 t0 = time.perf_counter()
                 r = await http.post(url, files={"file": ("clip.wav", data, "audio/wav")})
                 latencies.append(time.perf_counter() - t0)
-                errors += r.status_code != 200
+                out["errors"] += r.status_code != 200
 
+    async def long_client() -> None:
+        async with httpx.AsyncClient(timeout=600) as http:
+            t0 = time.perf_counter()
+            r = await http.post(url, files={"file": ("long.wav", long, "audio/wav")})
+            out["long_s"] = time.perf_counter() - t0
+            out["errors"] += r.status_code != 200
+
+    t0 = time.perf_counter()
+    long_task = asyncio.ensure_future(long_client()) if long else None
     await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, errors
+    out["wall"] = time.perf_counter() - t0
+    if long_task:
+        await long_task
+    return {"latencies": latencies, **out}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``), or NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def before_runner(rev: str, folder: Path) -> str:
+    """Source of a script that serves the app of commit ``rev`` (as it was then) over today's emovox."""
+    app = subprocess.run(["git", "show", f"{rev}:src/emovox/serve/app.py"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    if app.returncode:
+        sys.exit(f"cannot read the service of {rev} from git ({app.stderr.strip()}); pass --before ''")
+    (folder / "before_app.py").write_text(app.stdout)
+    return (f"import sys, uvicorn; sys.path.insert(0, {str(folder)!r}); import before_app\n"
+            "from emovox.predict import Predictor\n"
+            "port, backend, model = int(sys.argv[1]), sys.argv[2], sys.argv[3] or None\n"
+            "app = before_app.create_app(Predictor.load(model, backend=backend))\n"
+            "uvicorn.run(app, host='127.0.0.1', port=port, log_level='info')\n")
+
+
+class Server:
+    """``cmd`` (``{port}`` in it becomes a free port) in a subprocess, until :meth:`stop`."""
+
+    def __init__(self, setting: str, cmd: list[str]):
+        self.setting, self.port = setting, free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.cmd = [c.replace("{port}", str(self.port)) for c in cmd]
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def wait_healthy(self, data: bytes) -> None:
+        deadline = time.monotonic() + 300
+        while True:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                sys.exit(f"{' '.join(self.cmd)} exited: {self.log.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.base + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit("the service did not become healthy in 300 s")
+            time.sleep(0.1)
+        asyncio.run(load(self.base + "/v1/predict", data, 2, 20))  # warm up the client and the connections
+
+    def measure(self, data: bytes, long: bytes | None, args: argparse.Namespace) -> dict:
+        """One load run: requests/s, p50/p99 (ms), errors, server CPU ms per request, batches."""
+        health0, cpu0 = httpx.get(self.base + "/healthz").json(), cpu_seconds(self.proc.pid)
+        run = asyncio.run(load(self.base + "/v1/predict", data, args.clients, args.requests, long))
+        cpu = cpu_seconds(self.proc.pid) - cpu0
+        health = httpx.get(self.base + "/healthz").json()
+        lat_ms = np.array(run["latencies"]) * 1000
+        return {"rps": len(lat_ms) / run["wall"], "p50": np.percentile(lat_ms, 50), "p99": np.percentile(lat_ms, 99),
+                "errors": run["errors"], "cpu_ms": 1000 * cpu / len(lat_ms), "long_s": run["long_s"],
+                "batches": health.get("batches", 0) - health0.get("batches", 0),
+                "batched": health.get("batched_requests", 0) - health0.get("batched_requests", 0),
+                "counts_batches": "batches" in health}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def summary(runs: list[dict]) -> dict:
+    """Medians over repeats (errors and batches: totals)."""
+    med = {k: float(np.median([r[k] for r in runs])) for k in ("rps", "p50", "p99", "cpu_ms")}
+    batches, batched = sum(r["batches"] for r in runs), sum(r["batched"] for r in runs)
+    mean_batch = f"{batched / batches:.1f}" if batches else "1" if runs[0]["counts_batches"] else "-"
+    return {**med, "errors": sum(r["errors"] for r in runs), "mean_batch": mean_batch,
+            "long_s": [r["long_s"] for r in runs if r["long_s"] is not None]}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", nargs="+", default=["cnn", "bundled"], help="cnn, bundled or run dirs")
+    ap.add_argument("--backend", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
+    ap.add_argument("--max-batch", nargs="+", type=int, default=[1, 16], help="1 = each request scored alone")
+    ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--before", default=BEFORE, help="also serve the app of this git commit ('' = don't)")
+    ap.add_argument("--device", default=None, help="passed to `emovox serve --device`")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=1, help="load runs per service, taken in turns; medians shown")
+    ap.add_argument("--long-minutes", type=float, default=0.0,
+                    help="also post one upload this long at the start of each run, beside the short ones")
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "emovox", "serve", "--port", str(port)]
-    cmd += ["--model", args.model] if args.model else []
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        data = clip(args.seconds)
-        asyncio.run(load(base + "/v1/predict", data, 2, 20))  # warm up
-        t0 = time.perf_counter()
-        lat, errors = asyncio.run(load(base + "/v1/predict", data, args.clients, args.requests))
-        wall = time.perf_counter() - t0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    lat_ms = np.array(lat) * 1000
-    print(f"\n{args.requests} requests of a {args.seconds:g} s WAV, {args.clients} concurrent clients, loopback\n")
-    print("| requests/s | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|")
-    print(f"| {len(lat) / wall:.1f} | {np.percentile(lat_ms, 50):.0f} | {np.percentile(lat_ms, 99):.0f} | {errors} |")
+    data = clip(args.seconds)
+    long = clip(60 * args.long_minutes) if args.long_minutes else None
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = before_runner(args.before, Path(tmp)) if args.before else None
+        for name in args.model:
+            model = str(logmel_cnn(Path(tmp) / "cnn")) if name == "cnn" else None if name == "bundled" else name
+            for backend in args.backend:
+                setups = [(f"before ({args.before})", [sys.executable, "-c", runner, "{port}", backend, model or ""])]
+                setups = setups if runner else []
+                for n in args.max_batch:
+                    cmd = [sys.executable, "-m", "emovox", "serve", "--port", "{port}", "--backend", backend,
+                           "--max-batch", str(n), "--max-wait-ms", str(args.max_wait_ms)]
+                    cmd += ["--model", model] if model else []
+                    cmd += ["--device", args.device] if args.device else []
+                    setups.append((f"max batch {n}", cmd))
+                servers = [Server(setting, cmd) for setting, cmd in setups]  # idle ones cost nothing
+                try:
+                    for server in servers:
+                        server.wait_healthy(data)
+                    runs: dict[str, list[dict]] = {server.setting: [] for server in servers}
+                    for _ in range(args.repeat):
+                        for server in servers:
+                            r = server.measure(data, long, args)
+                            runs[server.setting].append(r)
+                            print(f"{name} {backend} {server.setting}: {r['rps']:.1f} req/s, p50 {r['p50']:.0f} ms, "
+                                  f"p99 {r['p99']:.0f} ms, {r['errors']} errors"
+                                  + (f"; the long upload took {r['long_s']:.1f} s" if long else ""), file=sys.stderr)
+                finally:
+                    for server in servers:
+                        server.stop()
+                rows += [{"model": name, "backend": backend, "service": k, **summary(v)} for k, v in runs.items()]
+    print(f"\n{args.requests} requests of a {args.seconds:g} s WAV, {args.clients} concurrent clients, loopback; "
+          f"batches wait at most {args.max_wait_ms:g} ms"
+          + (f"; one {args.long_minutes:g}-minute upload at the start beside them" if long else "")
+          + (f"; median of {args.repeat} runs per service, taken in turns" if args.repeat > 1 else "") + "\n")
+    print("| model | backend | service | requests/s | p50 (ms) | p99 (ms) | errors | mean batch "
+          "| server CPU ms/request | requests/s vs first row |" + (" long upload (s) |" if long else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if long else ""))
+    for r in rows:
+        ref = next(x for x in rows if x["model"] == r["model"] and x["backend"] == r["backend"])
+        print(f"| {r['model']} | {r['backend']} | {r['service']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f}"
+              f" | {r['errors']} | {r['mean_batch']} | {r['cpu_ms']:.1f} | {r['rps'] / ref['rps']:.2f}x |"
+              + (f" {np.median(r['long_s']):.1f} |" if long else ""))
 
 
 if __name__ == "__main__":

@@ -52,14 +52,17 @@ def export(run_dir: str | Path | None, out: str | Path) -> Path:
 
 
 class OnnxModel:
-    """Callable like the torch classifier: features tensor in, logits tensor out."""
+    """Callable like the torch classifier: features tensor in, logits tensor out.
+
+    ``threads`` is onnxruntime's intra-op thread count; by default torch's
+    (``torch.get_num_threads()``), so ``torch.set_num_threads`` governs both backends.
+    """
 
     def __init__(self, onnx_model: bytes | str | Path, *, threads: int | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         self.spec = json.loads(self.session.get_modelmeta().custom_metadata_map.get("emovox_spec", "{}"))
