@@ -6,7 +6,7 @@ from emovox import models
 from emovox.evaluate import scores
 from emovox.features import FeatureConfig, extract_batch
 from emovox.predict import score_features
-from emovox.train import TrainConfig, class_weights, fit, spec_augment
+from emovox.train import TrainConfig, class_weights, corpus_classes, fit, spec_augment
 
 from .conftest import tone
 
@@ -97,3 +97,13 @@ def test_checkpoint_roundtrip_and_corrupt_file(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt: corrupt checkpoint"):
         models.load(tmp_path / "bad.pt")
+
+
+def test_a_corpus_only_sees_its_own_classes_in_the_loss():
+    y = np.array([0, 1, 2, 0, 1, 0, 1, 2])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # corpus 1 has class 2 only outside training
+    fit_idx = np.arange(7)
+    allowed = corpus_classes(y, fit_idx, groups, 3)
+    assert allowed[0].tolist() == [True, True, True] and allowed[4].tolist() == [True, True, False]
+    assert corpus_classes(y, np.arange(8), groups, 3) is None  # every corpus has every class
+    assert corpus_classes(y, fit_idx, None, 3) is None

@@ -313,7 +313,7 @@ def train(data: DataSource | None, out: str | Path, settings: Settings | None = 
     --------
     >>> train("../shared/data/emodb", "runs/emodb-cnn")  # doctest: +SKIP
     """
-    s = settings or Settings()
+    s = settings or Settings.build()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
     write_config(_open_run(out), **s.to_dict(), corpus=_source(data, corpus, cache_dir))
     return train_run(ds, out, features=s.features, train=s.train, progress=progress)
@@ -345,7 +345,7 @@ def evaluate(data: DataSource | None, out: str | Path, settings: Settings | None
              folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = None,
              jobs: int = 1, threads: int | None = None, strict: bool = False, progress: bool = True) -> dict:
     """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`)."""
-    s = settings or Settings()
+    s = settings or Settings.build()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
     write_config(_open_run(out), **s.to_dict(), corpus=_source(data, corpus, cache_dir),
                  folds=folds, baseline=with_baseline)

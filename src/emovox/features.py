@@ -27,7 +27,7 @@ KINDS = ("logmel", "mfcc", "spectrogram", "ssl", "waveform", "utterance")
 AMIN = 1e-10  # librosa.power_to_db's floor
 PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
-UTTERANCE_DIMS = {"egemaps": 88, "ge2e": 256}
+UTTERANCE_DIMS = {"egemaps": 88, "egemaps_rel": 83, "ge2e": 256, "ge2e_layers": 768}
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,10 @@ class FeatureConfig:
     backbone : str or None
         Encoder directory for ``kind="ssl"`` (16 kHz only).
     utterance : tuple of str
-        For ``kind="utterance"``: ``"egemaps"`` (88 eGeMAPSv02 functionals) and/or
-        ``"ge2e"`` (256-dimensional GE2E speaker-encoder embedding), stacked in this order.
+        For ``kind="utterance"``, stacked in this order: ``"egemaps"`` (88 eGeMAPSv02
+        functionals), ``"egemaps_rel"`` (the 83 of them that do not move with the recording
+        level), ``"ge2e"`` (256-dimensional GE2E speaker-encoder embedding), ``"ge2e_layers"``
+        (the mean of each of the encoder's three LSTM layers, 768 values).
     speaker_encoder : str or None
         GE2E weights file for ``"ge2e"`` (default: the one shipped in ``emovox/ge2e_weights``).
     """

@@ -105,3 +105,35 @@ def embed_batch(signals: list[np.ndarray], weights: str | None = None) -> list[n
         out.append((mean / max(np.linalg.norm(mean), 1e-8)).astype(np.float32))
         start += len(p)
     return out
+
+
+@lru_cache(maxsize=2)
+def _layers(weights: str | None) -> list[nn.LSTM]:
+    """The encoder's three LSTM layers as separate one-layer LSTMs (to read each one's output)."""
+    lstm = load_encoder(weights).lstm
+    out = []
+    for k in range(lstm.num_layers):
+        layer = nn.LSTM(lstm.input_size if k == 0 else lstm.hidden_size, lstm.hidden_size, batch_first=True)
+        layer.load_state_dict({name.removesuffix(f"_l{k}") + "_l0": value
+                               for name, value in lstm.state_dict().items() if name.endswith(f"_l{k}")})
+        out.append(layer.eval())
+    return out
+
+
+@torch.inference_mode()
+def layer_means(signals: list[np.ndarray], weights: str | None = None) -> list[np.ndarray]:
+    """Mean over time of each LSTM layer's output on the whole signal: ``(3 * 256,)`` per
+    16 kHz signal, first layer first.
+
+    The embedding is trained to stay put while a speaker's manner changes; the layers
+    below it still carry pitch, energy and voice quality, which is what emotion moves.
+    """
+    cfg = FeatureConfig(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
+    out = []
+    for mel in mel_power_batch([_raise_quiet(y) for y in signals], cfg):
+        h, means = torch.from_numpy(np.ascontiguousarray(mel.T))[None], []
+        for layer in _layers(weights):
+            h, _ = layer(h)
+            means.append(h[0].mean(dim=0))
+        out.append(torch.cat(means).numpy().astype(np.float32))
+    return out

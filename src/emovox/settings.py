@@ -8,8 +8,17 @@ from pathlib import Path
 from emovox import labels as labelmod
 from emovox.config import from_dict, load_file, to_dict
 from emovox.errors import ConfigError
-from emovox.features import FeatureConfig
+from emovox.features import UTTERANCE_DIMS, FeatureConfig
 from emovox.train import TrainConfig
+
+# The default recipe, chosen by leave-one-corpus-out accuracy (docs/benchmarks.md): a kernel
+# machine over level-free eGeMAPS, the GE2E embedding and the GE2E layer means, with one
+# kernel per view.
+DEFAULT_MODEL = "kernel"
+KERNEL_VECTORS = ("egemaps_rel", "ge2e", "ge2e_layers")
+KERNEL_VIEWS = (["egemaps_rel", "ge2e"], ["ge2e_layers"], ["egemaps_rel"])
+# a linear layer over fixed kernel features: fit it harder than a deep net, without masks
+KERNEL_TRAINING = {"lr": 0.005, "weight_decay": 0.0, "spec_augment": False, "val_fraction": 0.1}
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,14 @@ class Settings:
                            ("device", device), ("precision", precision)):
             if value is not None:
                 train_doc[key] = value
-        if train_doc.get("model") == "mlp":  # unless told otherwise, the MLP reads utterance vectors
+        if "model" not in train_doc:  # the recipe that transfers best, unless the features say otherwise
+            train_doc["model"] = DEFAULT_MODEL if features_doc.get("kind", "utterance") == "utterance" else "cnn"
+        if train_doc["model"] in ("mlp", "kernel"):  # unless told otherwise, these read utterance vectors
             features_doc.setdefault("kind", "utterance")
+        if train_doc["model"] == "kernel" and features_doc.get("kind") == "utterance":
+            features_doc.setdefault("utterance", list(KERNEL_VECTORS))
+            for key, value in KERNEL_TRAINING.items():
+                train_doc.setdefault(key, value)
         if augment is not None:
             train_doc["augment"] = _items(augment)
         data = dict(doc.get("data") or {})
@@ -85,6 +100,10 @@ class Settings:
 
             train_doc["model_kwargs"] = {"n_layers": ssl.layout(features.backbone)[0],
                                          **(train_doc.get("model_kwargs") or {})}
+        if train_doc["model"] == "kernel" and features.kind == "utterance":
+            kwargs = dict(train_doc.get("model_kwargs") or {})
+            kwargs["views"] = _view_slices(features.utterance, kwargs.get("views"), source=src)
+            train_doc["model_kwargs"] = kwargs
         return cls(
             features=features,
             train=from_dict(TrainConfig, train_doc, source=src),
@@ -97,6 +116,31 @@ class Settings:
         return {"features": to_dict(self.features), "train": to_dict(self.train),
                 "data": {"classes": list(self.classes) if self.classes else None, "merge": self.merge,
                          "sources": dict(self.sources) if self.sources else None}}
+
+
+def _view_slices(parts: tuple[str, ...], views: list | None, *, source: str) -> list[list[int]]:
+    """The kernel machine's views as ``[start, stop]`` slices of the stacked utterance vector.
+
+    A view is a list of adjacent vector names (``["egemaps_rel", "ge2e"]``) or already a
+    slice; by default, each of :data:`KERNEL_VIEWS` whose vectors are all present (else
+    the whole vector).
+    """
+    bounds, start = {}, 0
+    for part in parts:
+        bounds[part] = (start, start + UTTERANCE_DIMS[part])
+        start += UTTERANCE_DIMS[part]
+    if views is None:
+        views = [v for v in KERNEL_VIEWS if set(v) <= set(parts)] or [list(parts)]
+    out = []
+    for view in views:
+        if all(isinstance(v, int) for v in view) and len(view) == 2:
+            out.append(list(view))
+            continue
+        spans = sorted(bounds.get(v, (-1, -1)) for v in view)
+        if min(spans)[0] < 0 or any(a[1] != b[0] for a, b in zip(spans, spans[1:], strict=False)):
+            raise ConfigError(f"kernel view {view} must name adjacent vectors of {list(parts)}", path=source)
+        out.append([spans[0][0], spans[-1][1]])
+    return out
 
 
 def _items(text: str) -> list[str]:

@@ -209,6 +209,10 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     model = models.build(cfg.model, n_features=feats[0].shape[0], n_frames=n_frames, n_classes=n_classes,
                          **cfg.model_kwargs)
     model.norm.fit([feats[i] for i in fit_idx])
+    if hasattr(model.body, "init_from_data"):  # e.g. the kernel machine's landmarks
+        model.body.init_from_data(model.norm(torch.as_tensor(np.stack([fit_frames(feats[i], n_frames)
+                                                                         for i in fit_idx]))), seed=cfg.seed)
+    allowed = corpus_classes(y, fit_idx, groups, n_classes)
     weights = np.zeros(len(y), dtype=np.float32)
     weights[fit_idx] = sample_weights(y[fit_idx], None if groups is None else groups[fit_idx]) \
         if cfg.class_weights else 1.0
@@ -241,7 +245,7 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
             if state["order"] is None:
                 state.update(order=rng.permutation(fit_idx), step=0, loss_sum=0.0, seen=0)
             loss = _epoch(net, model, opt, step_on, weights, (feats, *augmented), y, state, n_frames, cfg, rng,
-                          gen, save)
+                          gen, save, allowed)
             state["order"] = None
             distributed.average_buffers(model)
             sched.step()
@@ -266,11 +270,28 @@ class _Step:
     scaler: torch.amp.GradScaler
 
 
-def _epoch(net, model, opt, step_on: _Step, weights, sources, y, state, n_frames, cfg, rng, gen, save) -> float:
+def corpus_classes(y: np.ndarray, fit_idx: np.ndarray, groups: np.ndarray | None, n_classes: int) -> np.ndarray | None:
+    """Per utterance, the classes its corpus has in training ``(len(y), n_classes)``, or
+    ``None`` when every corpus has every class.
+
+    The loss of an utterance is then a softmax over its own corpus's classes only: a corpus
+    without, say, "boredom" never teaches the model that its clips are not bored.
+    """
+    if groups is None:
+        return None
+    present = np.zeros((int(groups.max()) + 1, n_classes), dtype=bool)
+    present[groups[fit_idx], y[fit_idx]] = True
+    used = np.unique(groups[fit_idx])
+    return None if present[used].all() else present[groups]
+
+
+def _epoch(net, model, opt, step_on: _Step, weights, sources, y, state, n_frames, cfg, rng, gen, save,
+           allowed: np.ndarray | None = None) -> float:
     """Train on this rank's shard of the epoch's permutation from ``state["step"]`` on.
 
     ``sources`` holds the features and those of each augmented copy; every sample is
-    drawn from one of them at random.
+    drawn from one of them at random. ``allowed`` (see :func:`corpus_classes`) restricts
+    each utterance's softmax to its corpus's classes.
 
     After each step, a requested stop (SIGINT/SIGTERM, see :func:`request_stop`) or every
     ``cfg.checkpoint_every`` steps, ``save()`` writes a checkpoint holding the position;
@@ -296,7 +317,10 @@ def _epoch(net, model, opt, step_on: _Step, weights, sources, y, state, n_frames
         w, target = to_device(weights[idx], dev), to_device(y[idx], dev)
         with autocast(dev, step_on.precision):
             logits = net(x)
-        loss = (nn.functional.cross_entropy(logits.float(), target, reduction="none") * w).sum() / w.sum()
+        logits = logits.float()
+        if allowed is not None:
+            logits = logits.masked_fill(~to_device(allowed[idx], dev), -1e9)
+        loss = (nn.functional.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         step_on.scaler.scale(loss).backward()
         step_on.scaler.step(opt)

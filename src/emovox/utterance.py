@@ -16,6 +16,11 @@ import numpy as np
 from emovox import ge2e
 
 SAMPLE_RATE = 16000
+# eGeMAPSv02 functional indices: loudness mean, its percentiles/range/slopes, and the
+# level-dependent rest (mean loudness, mean spectral flux: all/voiced/unvoiced, sound level)
+LOUDNESS_MEAN = 10
+LOUDNESS_SHAPE = slice(12, 20)
+LEVEL_DEPENDENT = [10, 20, 66, 80, 87]
 
 
 @lru_cache(maxsize=1)
@@ -32,11 +37,26 @@ def egemaps(signals: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [smile.process_signal(y, SAMPLE_RATE).to_numpy(dtype=np.float32)[0] for y in signals]
 
 
+def relative_egemaps(functionals: np.ndarray) -> np.ndarray:
+    """83 of the 88 eGeMAPS functionals, none of which moves with the recording level.
+
+    The loudness percentiles, range and slopes are divided by the mean loudness; the mean
+    loudness, equivalent sound level and mean spectral fluxes (which scale with the gain
+    of the microphone chain, not with the speaker) are dropped.
+    """
+    out = functionals.astype(np.float32).copy()
+    out[LOUDNESS_SHAPE] /= out[LOUDNESS_MEAN] + 1e-3
+    return np.delete(out, LEVEL_DEPENDENT)
+
+
 def vectors(signals: Sequence[np.ndarray], parts: Sequence[str], *,
             speaker_encoder: str | None = None) -> list[np.ndarray]:
-    """The vectors named in ``parts`` (``"egemaps"``, ``"ge2e"``), stacked into one
-    ``(n_features, 1)`` column per 16 kHz signal."""
-    made = {"egemaps": lambda: egemaps(signals),
-            "ge2e": lambda: ge2e.embed_batch(list(signals), speaker_encoder)}
+    """The vectors named in ``parts`` (``"egemaps"``, ``"egemaps_rel"``, ``"ge2e"``,
+    ``"ge2e_layers"``), stacked into one ``(n_features, 1)`` column per 16 kHz signal."""
+    functionals = egemaps(signals) if {"egemaps", "egemaps_rel"} & set(parts) else None
+    made = {"egemaps": lambda: functionals,
+            "egemaps_rel": lambda: [relative_egemaps(f) for f in functionals],
+            "ge2e": lambda: ge2e.embed_batch(list(signals), speaker_encoder),
+            "ge2e_layers": lambda: ge2e.layer_means(list(signals), speaker_encoder)}
     columns = [made[p]() for p in parts]
     return [np.concatenate(vs)[:, None] for vs in zip(*columns, strict=True)]

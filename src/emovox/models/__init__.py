@@ -18,6 +18,7 @@ from torch import nn
 
 from emovox.errors import CheckpointError, ConfigError
 from emovox.models.cnn import CNN, SmallCNN
+from emovox.models.kernel import KernelMachine
 from emovox.models.layers import FeatureNorm
 from emovox.models.mlp import MLP
 from emovox.models.rnn import CRNN, BiLSTM
@@ -30,6 +31,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "bilstm": BiLSTM,
     "crnn": CRNN,
     "mlp": MLP,
+    "kernel": KernelMachine,
     "ssl": SSLHead,
     "ssl_finetune": SSLFinetune,
 }
