@@ -6,8 +6,11 @@ Usage::
                                   [--epochs N] [--seed S]
 
 Each system is one ``emovox evaluate`` run (through the Python API; ``mlp`` reads eGeMAPS +
-GE2E utterance vectors, the other models 64-band log-mel): RAVDESS with all 8
-classes in 6 folds grouped by actor, EMO-DB with all 7 classes leave-one-speaker-out.
+GE2E utterance vectors, ``kernel`` level-free eGeMAPS + GE2E + GE2E layer means, the other
+models 64-band log-mel): RAVDESS with all 8 classes in 6 folds grouped by actor, EMO-DB with
+all 7 classes leave-one-speaker-out, and ``loco``: RAVDESS, EMO-DB, nEMO and ASED, the four
+classes they share, each corpus held out in turn (train on three, test on every file of the
+fourth).
 The first run of each corpus also runs eGeMAPSv02 + SVM on the same folds. Folds run 2
 at a time (1 torch thread each). Finished folds are reused, so an interrupted run resumes.
 """
@@ -16,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from emovox import experiment
 from emovox.settings import Settings
 
-FOLDS = {"ravdess": "6", "emodb": "loso"}
-EPOCHS = {"ravdess": 40, "emodb": 60}  # RAVDESS has 2.7x the utterances per epoch
+FOLDS = {"ravdess": "6", "emodb": "loso", "loco": "loco"}
+EPOCHS = {"ravdess": 40, "emodb": 60, "loco": 60}  # RAVDESS has 2.7x the utterances per epoch
+# leave-one-corpus-out: the four corpora of ../shared/data, the four classes they all share
+LOCO_CORPORA = ("ravdess", "emodb", "nemo", "ased")
+LOCO_CLASSES, LOCO_MERGE = "angry,happy,neutral,sad", "calm=neutral"
 SPEED = ("speed:0.9", "speed:1.1")
 # (corpus, model, speaker normalisation, waveform augmentation[, utterance vectors kept]), in the order they run
 SYSTEMS = [
@@ -42,6 +47,12 @@ SYSTEMS = [
     ("ravdess", "mlp", True, SPEED),
     ("emodb", "mlp", False, ()),
     ("ravdess", "mlp", False, ()),
+    ("loco", "kernel", False, ()),  # the default recipe: every held-out corpus unheard, one clip at a time
+    ("loco", "mlp", False, ()),  # the previous best recipe (eGeMAPS + GE2E -> MLP)
+    ("loco", "kernel", False, (), ("egemaps", "ge2e")),  # kernel machine on the previous vectors
+    ("loco", "mlp", False, (), ("egemaps_rel", "ge2e", "ge2e_layers")),  # MLP on the kernel's vectors
+    ("emodb", "kernel", False, ()),
+    ("ravdess", "kernel", False, ()),
     ("emodb", "mlp", True, (), ("egemaps",)),  # ablations: which vector carries the gain
     ("ravdess", "mlp", True, (), ("egemaps",)),
     ("emodb", "mlp", True, (), ("ge2e",)),
@@ -69,14 +80,16 @@ def main() -> None:
         name = tag(corpus, model, spk, augment, *parts)
         if wanted and name not in wanted:
             continue
-        settings = Settings.build(model=model, speaker_norm=spk, augment=",".join(augment),
-                                  epochs=args.epochs or EPOCHS[corpus], seed=args.seed)  # as the CLI does
-        if parts:
-            settings = replace(settings, features=replace(settings.features, utterance=parts[0]))
+        loco = corpus == "loco"
+        doc = {"features": {"utterance": list(parts[0])}} if parts else {}  # as a --config file would say
+        settings = Settings.from_doc(doc, model=model, speaker_norm=spk, augment=",".join(augment),
+                                     epochs=args.epochs or EPOCHS[corpus], seed=args.seed,
+                                     classes=LOCO_CLASSES if loco else None, merge=LOCO_MERGE if loco else None)
         baseline = corpus not in with_baseline
         with_baseline.add(corpus)
         t0 = time.perf_counter()
-        m = experiment.evaluate(Path(args.data) / corpus, Path(args.out) / name.replace("/", "-"), settings,
+        data = [(c, Path(args.data) / c) for c in LOCO_CORPORA] if loco else Path(args.data) / corpus
+        m = experiment.evaluate(data, Path(args.out) / name.replace("/", "-"), settings,
                                 corpus=corpus, folds=FOLDS[corpus], with_baseline=baseline, jobs=args.jobs,
                                 threads=1)
         rows.append((corpus, m["name"], m, time.perf_counter() - t0))
@@ -91,6 +104,15 @@ def print_table(rows) -> None:
     for corpus, name, m, wall in rows:
         print(f"| {corpus} | {name} | {FOLDS[corpus]} | {m['ua']:.3f} | {m['wa']:.3f} | {m['macro_f1']:.3f} | "
               f"{m['mean']['ua']:.3f} ± {m['std']['ua']:.3f} | {'' if wall is None else f'{wall:.0f}'} |", flush=True)
+    loco = [(name, m) for corpus, name, m, _ in rows if corpus == "loco"]
+    if loco:
+        held = " | ".join(f"{c} held out" for c in LOCO_CORPORA)
+        print(f"\n| leave-one-corpus-out: system | {held} | mean over held-out corpora |")
+        print("|---" * (len(LOCO_CORPORA) + 2) + "|")
+        for name, m in loco:
+            ua = {f["test_corpus"]: f["ua"] for f in m["folds"]}
+            print(f"| {name} | " + " | ".join(f"{ua[c]:.3f}" for c in LOCO_CORPORA) + f" | {m['mean']['ua']:.3f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/inference.py [--model RUN_DIR] [--minutes 60] [--data ../shared/data/emodb]
 
-Builds a long recording (corpus utterances separated by 0.5-2 s pauses, written to a temp
+First the time to score one 3 s clip with one thread (wall and CPU, median of 20). Then
+builds a long recording (corpus utterances separated by 0.5-2 s pauses, written to a temp
 FLAC, never to the repository), then times ``Predictor.timeline`` with the PyTorch and
 the onnxruntime backend in the same process, and reports audio seconds per wall second
 (real-time factor) and the process's peak memory after a file a sixth as long and after
@@ -46,6 +47,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def clip_latency(model: str | None, clip: np.ndarray, sr: int, repeats: int = 20) -> None:
+    """Milliseconds (wall and CPU) to score one clip with one thread, median of ``repeats``."""
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"\n| backend | one {len(clip) / sr:.0f} s clip, 1 thread: wall (ms) | CPU (ms) |\n|---|---|---|")
+    for backend in ("torch", "onnx"):
+        p = Predictor.load(model, backend=backend, device="cpu")
+        p.predict((clip, sr))  # warm up
+        wall, cpu = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            p.predict((clip, sr))
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        print(f"| {backend} | {1000 * np.median(wall):.0f} | {1000 * np.median(cpu):.0f} |", flush=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
@@ -53,6 +73,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/emodb")
     args = ap.parse_args()
     files = sorted(glob.glob(os.path.join(args.data, "**", "*.flac"), recursive=True))
+    speech = np.concatenate([audio.load(f, sr=16000) for f in files[:3]])
+    clip_latency(args.model, speech[: 3 * 16000], 16000)
     with tempfile.TemporaryDirectory() as tmp:
         path, short = os.path.join(tmp, "long.flac"), os.path.join(tmp, "short.flac")
         seconds = make_recording(path, files, args.minutes)
