@@ -10,7 +10,8 @@ import torch
 from emovox import baseline, experiment, ge2e
 from emovox.bundled import sha256
 from emovox.errors import ConfigError, EmovoxError
-from emovox.features import FeatureConfig, extract, trim
+from emovox.features import FeatureConfig, trim
+from emovox.frontend import extract
 from emovox.models.layers import FeatureNorm
 from emovox.predict import Predictor
 from emovox.settings import Settings

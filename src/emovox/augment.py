@@ -18,7 +18,8 @@ import numpy as np
 import soxr
 
 from emovox.errors import ConfigError
-from emovox.features import FeatureConfig, extract_batch
+from emovox.features import FeatureConfig
+from emovox.frontend import extract_batch
 
 KINDS = {"speed": (0.5, 2.0), "noise": (-10.0, 80.0)}  # allowed value range per kind
 

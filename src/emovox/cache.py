@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,9 @@ import numpy as np
 from emovox import audio
 from emovox.config import to_dict
 from emovox.errors import AudioError, EmovoxError
-from emovox.features import FeatureConfig, extract_batch
+from emovox.features import FeatureConfig
+from emovox.files import atomic_write
+from emovox.frontend import extract_batch
 from emovox.progress import bar
 
 CHUNK = 16  # utterances per extraction task: one batched STFT each
@@ -48,19 +48,6 @@ def config_hash(config: object) -> str:
     """Short stable hash of a config dataclass (or dict)."""
     data = config if isinstance(config, dict) else to_dict(config)
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class FeatureCache:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from concurrent.futures import as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from emovox.dataset import DEFAULT_CACHE, Dataset, DataSource, load_dataset, mod
 from emovox.errors import ConfigError
 from emovox.evaluate import report_markdown, scores, summarise
 from emovox.features import FeatureConfig
+from emovox.frontend import clip_frames, n_features, ssl_layers
 from emovox.plots import plot_confusion
 from emovox.predict import score_features
 from emovox.progress import bar
@@ -38,13 +40,14 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
               progress: bool = True) -> dict:
     """Train one model on all speakers (some held out for early stopping); write a run dir."""
     out = _open_run(out)
+    train = _fit_to_features(train, features)
     feats, augmented = model_inputs(ds, train)
     idx = np.arange(len(ds.y))
     fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
-    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
+    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
                  cfg=train, groups=ds.groups, augmented=augmented, checkpoint_dir=out, progress=progress)
-    calibration = _calibrate(result.model, feats, ds.y, val_idx, val_idx, features.clip_frames)
-    probs = score_features(result.model, [feats[i] for i in val_idx], features.clip_frames)
+    calibration = _calibrate(result.model, feats, ds.y, val_idx, val_idx, clip_frames(features))
+    probs = score_features(result.model, [feats[i] for i in val_idx], clip_frames(features))
     val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
     metrics = {"name": _name(train, features, ds), "validation": val, "calibration": calibration,
                "best_epoch": result.best_epoch,
@@ -58,6 +61,14 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
         (out / "checkpoint.pt").unlink(missing_ok=True)
     distributed.barrier()
     return metrics
+
+
+def _fit_to_features(train: TrainConfig, features: FeatureConfig) -> TrainConfig:
+    """``train`` with what its model must know of the features that only the encoder can
+    say: the ``ssl`` head's number of stacked hidden states (read here, not by the config)."""
+    if train.model != "ssl" or "n_layers" in train.model_kwargs:
+        return train
+    return replace(train, model_kwargs={"n_layers": ssl_layers(features), **train.model_kwargs})
 
 
 def _weights_digest(model) -> str:
@@ -78,7 +89,7 @@ def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: 
         kwargs = {k: v for k, v in kwargs.items() if k != "backbone"} | model.body.spec_kwargs()
     return {
         "model": train.model,
-        "model_kwargs": {"n_features": features.n_features, "n_frames": features.clip_frames,
+        "model_kwargs": {"n_features": n_features(features), "n_frames": clip_frames(features),
                          "n_classes": len(ds.labels), **kwargs},
         "labels": ds.labels,
         "speaker_norm": train.speaker_norm,
@@ -98,6 +109,7 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     folds run in parallel processes with ``threads`` torch threads each.
     """
     out = _open_run(out)
+    train = _fit_to_features(train, features)
     splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed,
                         corpora=[u.corpus for u in ds.utterances])
     independent = all(f.speaker_independent for f in splits)
@@ -194,11 +206,11 @@ def _run_fold(ds, inputs, fold, fold_dir: Path, features, train, independent, pr
         return saved["row"], np.array(saved["pred"], dtype=np.int64)
     fit_idx, val_idx = validation_split(fold.train, ds.speakers, fraction=train.val_fraction, seed=train.seed,
                                         speaker_independent=independent)
-    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=features.clip_frames,
+    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
                  cfg=train, groups=ds.groups, augmented=augmented, checkpoint_dir=fold_dir, progress=progress,
                  description=f"fold {fold.index + 1}")
-    calibration = _calibrate(result.model, feats, ds.y, val_idx, fold.test, features.clip_frames)
-    pred = score_features(result.model, [feats[i] for i in fold.test], features.clip_frames).argmax(1)
+    calibration = _calibrate(result.model, feats, ds.y, val_idx, fold.test, clip_frames(features))
+    pred = score_features(result.model, [feats[i] for i in fold.test], clip_frames(features)).argmax(1)
     row = {**_fold_row(fold, ds, pred), "best_epoch": result.best_epoch, **calibration}
     log.info("fold %d (%s): UA %.3f WA %.3f", fold.index, fold.test_corpus or ", ".join(fold.test_speakers),
              row["ua"], row["wa"])

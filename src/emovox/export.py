@@ -18,7 +18,7 @@ import torch
 
 from emovox import models
 from emovox.bundled import resolve_model
-from emovox.cache import atomic_write
+from emovox.files import atomic_write
 
 OPSET = 17
 

@@ -1,6 +1,8 @@
-"""Spectrogram, log-mel, MFCC (+deltas) and prosody; batched, numerically librosa.
+"""Signal processing: spectrogram, log-mel, MFCC (+deltas) and prosody; batched, numerically librosa.
 
-Every feature is a pure function of (audio, :class:`FeatureConfig`). The maths follows
+Also :class:`FeatureConfig`, the description of every feature kind (including those a
+pretrained encoder computes, which :mod:`emovox.frontend` dispatches to; this module
+loads no model). Every feature is a pure function of (audio, :class:`FeatureConfig`). The maths follows
 librosa exactly: a periodic Hann window, ``center=True`` with zero (``"constant"``)
 padding, librosa's Slaney mel filterbank, ``power_to_db(ref=1.0, amin=1e-10,
 top_db=80)`` and an orthonormal DCT-II for MFCC. A test asserts the numbers agree.
@@ -23,7 +25,9 @@ import scipy.signal
 
 from emovox.errors import ConfigError
 
+SAMPLE_RATE = 16000  # Hz: the default, and the only rate the pretrained encoders take
 KINDS = ("logmel", "mfcc", "spectrogram", "ssl", "waveform", "utterance")
+ENCODED = ("ssl", "utterance")  # kinds a pretrained encoder computes (see emovox.frontend)
 AMIN = 1e-10  # librosa.power_to_db's floor
 PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
@@ -73,7 +77,7 @@ class FeatureConfig:
     """
 
     kind: str = "logmel"
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 512
     hop_length: int = 256
     n_mels: int = 64
@@ -103,16 +107,17 @@ class FeatureConfig:
         if not self.utterance or set(self.utterance) - set(UTTERANCE_DIMS):
             raise ConfigError(f"unknown utterance vectors {list(self.utterance)}",
                               fix=f"use one or more of {', '.join(UTTERANCE_DIMS)}")
-        if self.kind in ("ssl", "waveform", "utterance") and (self.sample_rate != 16000 or self.deltas or self.prosody):
-            raise ConfigError(f"{self.kind} features need sample_rate 16000, no deltas and no prosody")
+        if self.kind in ("ssl", "waveform", "utterance") and (
+                self.sample_rate != SAMPLE_RATE or self.deltas or self.prosody):
+            raise ConfigError(f"{self.kind} features need sample_rate {SAMPLE_RATE}, no deltas and no prosody")
 
     @property
     def n_features(self) -> int:
+        """Feature rows; for ``kind="ssl"`` they depend on the encoder: ask
+        :func:`emovox.frontend.n_features`, which reads it (a config loads no model)."""
         if self.kind == "ssl":
-            from emovox import ssl
-
-            layers, hidden = ssl.layout(self.backbone)
-            return layers * hidden
+            raise ConfigError("the size of ssl features depends on the encoder",
+                              fix="use emovox.frontend.n_features(config), which reads the encoder")
         if self.kind == "waveform":
             return 1
         if self.kind == "utterance":
@@ -122,14 +127,15 @@ class FeatureConfig:
 
     @property
     def clip_frames(self) -> int:
+        """Frames of a ``clip_s`` clip (for ``kind="ssl"``: :func:`emovox.frontend.clip_frames`)."""
         return self.n_frames(int(self.clip_s * self.sample_rate))
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames produced for a signal of ``n_samples`` (librosa's ``center=True`` count)."""
+        """Frames produced for a signal of ``n_samples`` (librosa's ``center=True`` count);
+        for ``kind="ssl"`` see :func:`emovox.frontend.n_frames`."""
         if self.kind == "ssl":
-            from emovox import ssl
-
-            return ssl.n_frames(self.backbone, n_samples)
+            raise ConfigError("the frame rate of ssl features depends on the encoder",
+                              fix="use emovox.frontend.n_frames(config, n_samples), which reads the encoder")
         if self.kind == "waveform":
             return n_samples
         if self.kind == "utterance":
@@ -220,21 +226,13 @@ def mfcc_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray
     return [mfcc_from_logmel(d, cfg) for d in logmel_batch(signals, cfg)]
 
 
-def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig, device: str = "auto") -> list[np.ndarray]:
+def _base_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
     if cfg.kind == "logmel":
         return logmel_batch(signals, cfg)
     if cfg.kind == "mfcc":
         return mfcc_batch(signals, cfg)
-    if cfg.kind == "ssl":
-        from emovox import ssl
-
-        return ssl.hidden_states(signals, cfg.backbone, device=device)
     if cfg.kind == "waveform":
         return [y[None].astype(np.float32) for y in signals]
-    if cfg.kind == "utterance":
-        from emovox import utterance
-
-        return utterance.vectors(signals, cfg.utterance, speaker_encoder=cfg.speaker_encoder)
     # log-magnitude: librosa.amplitude_to_db(|S|, ref=1.0, top_db) == 10*log10(max(amin², |S|²))
     return _to_db(_power_stft(signals, cfg), _n_frames(signals, cfg), cfg.top_db, 10.0)
 
@@ -256,11 +254,12 @@ def trim(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return trimmed if len(trimmed) >= cfg.n_fft else y
 
 
-def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig, *, device: str = "auto") -> list[np.ndarray]:
+def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
     """Features ``(n_features, n_frames)`` float32 for each mono signal at ``cfg.sample_rate``.
 
-    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) is where an ssl encoder runs; the other
-    kinds are numpy on the CPU.
+    The kinds computed here by signal processing (numpy, on the CPU); the encoder kinds
+    (``ssl``, ``utterance``) go through :func:`emovox.frontend.extract_batch`, which
+    dispatches every kind.
 
     Examples
     --------
@@ -268,10 +267,13 @@ def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig, *, device: str 
     >>> [f.shape for f in extract_batch([np.random.randn(16000).astype("float32")], cfg)]
     [(80, 101)]
     """
+    if cfg.kind in ENCODED:
+        raise ConfigError(f"{cfg.kind} features come from a pretrained encoder, not from signal processing",
+                          fix="use emovox.frontend.extract_batch")
     if not signals:
         return []
     signals = [trim(np.asarray(y, dtype=np.float32), cfg) for y in signals]
-    feats = _base_batch(signals, cfg, device)
+    feats = _base_batch(signals, cfg)
     out = []
     for y, f in zip(signals, feats, strict=True):
         parts = [f]

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from emovox.errors import ConfigError
-from emovox.features import FeatureConfig, mel_power_batch, windows
+from emovox.features import SAMPLE_RATE, FeatureConfig, mel_power_batch, windows
 
-SAMPLE_RATE = 16000
 N_MELS = 40
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox.cache import atomic_write
+from emovox.files import atomic_write
 
 
 def _pyplot():

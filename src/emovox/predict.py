@@ -18,7 +18,8 @@ from emovox.device import check as check_device
 from emovox.device import of as device_of
 from emovox.device import to_device
 from emovox.errors import AudioError, ConfigError
-from emovox.features import FeatureConfig, extract_batch, windows
+from emovox.features import FeatureConfig, windows
+from emovox.frontend import extract_batch
 from emovox.normalize import Stats
 from emovox.segment import Segment, VadConfig, speech_segments
 

@@ -93,13 +93,8 @@ class Settings:
             raise ConfigError(f"unknown data key(s) {unknown}", path=src, fix="use classes:, merge:, sources:")
         sources = data.get("sources")
         features = from_dict(FeatureConfig, features_doc, source=src)
-        if train_doc.get("model") == "ssl":
-            if features.kind != "ssl":
-                raise ConfigError("the ssl model needs ssl features", path=src, fix="pass --backbone DIR")
-            from emovox import ssl
-
-            train_doc["model_kwargs"] = {"n_layers": ssl.layout(features.backbone)[0],
-                                         **(train_doc.get("model_kwargs") or {})}
+        if train_doc.get("model") == "ssl" and features.kind != "ssl":
+            raise ConfigError("the ssl model needs ssl features", path=src, fix="pass --backbone DIR")
         if train_doc["model"] == "kernel" and features.kind == "utterance":
             kwargs = dict(train_doc.get("model_kwargs") or {})
             kwargs["views"] = _view_slices(features.utterance, kwargs.get("views"), source=src)

@@ -22,8 +22,8 @@ import torch
 
 from emovox.device import resolve, to_device
 from emovox.errors import ConfigError
+from emovox.features import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 FAMILIES = ("wav2vec2", "hubert", "wavlm")
 
 

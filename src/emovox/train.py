@@ -29,11 +29,11 @@ from torch import nn
 
 from emovox import distributed, models
 from emovox.augment import parse_all
-from emovox.cache import atomic_write
 from emovox.device import autocast, check, describe, resolve, resolve_precision, to_cpu, to_device
 from emovox.device import of as device_of
 from emovox.errors import ConfigError
 from emovox.features import fit_frames
+from emovox.files import atomic_write
 from emovox.predict import score_features
 from emovox.progress import bar
 

@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 
 from emovox import ge2e
+from emovox.features import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 # eGeMAPSv02 functional indices: loudness mean, its percentiles/range/slopes, and the
 # level-dependent rest (mean loudness, mean spectral flux: all/voiced/unvoiced, sound level)
 LOUDNESS_MEAN = 10

@@ -67,8 +67,8 @@ def save(path: str | Path, model: Classifier, *, spec: dict) -> None:
     loads on any machine.
     """
     from emovox import __version__
-    from emovox.cache import atomic_write
     from emovox.device import to_cpu
+    from emovox.files import atomic_write
 
     payload = {"format": FORMAT, "emovox_version": __version__, **spec, "state_dict": to_cpu(model.state_dict())}
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
