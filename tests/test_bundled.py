@@ -30,7 +30,7 @@ def test_loads_offline_and_predicts_a_synthetic_clip(monkeypatch):
     assert p.labels == LABELS
     r = p.predict((tone(PITCH["angry"], 2.0, 22050), 22050))
     assert r["label"] in LABELS and abs(sum(r["scores"].values()) - 1) < 1e-4
-    assert p.spec["corpora"] == ["ased", "emodb", "nemo", "ravdess"]
+    assert p.spec.corpora == ("ased", "emodb", "nemo", "ravdess")
     assert float(p.model.temperature) != 1.0  # calibrated on held-out speakers
 
 

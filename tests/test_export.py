@@ -29,7 +29,7 @@ def test_onnxruntime_matches_torch(name):
     spec = {"model": name, "model_kwargs": {"n_features": 40, "n_frames": CFG.clip_frames, "n_classes": 5, **extra},
             "labels": list("abcde")}
     onnx_model = OnnxModel(to_onnx_bytes(net, spec))
-    assert onnx_model.spec["labels"] == list("abcde")
+    assert onnx_model.spec.labels == tuple("abcde")
     for x in _inputs():
         with torch.no_grad():
             ref = torch.softmax(net(x), 1)
@@ -40,5 +40,5 @@ def test_onnxruntime_matches_torch(name):
 def test_export_command_writes_a_loadable_file(tiny_run, tmp_path):
     out = export(tiny_run, tmp_path / "m.onnx")
     model = OnnxModel(out)
-    assert model.spec["labels"] == ["neutral", "happy", "sad", "angry"]
-    assert model(torch.zeros(3, 32, model.spec["model_kwargs"]["n_frames"])).shape == (3, 4)
+    assert model.spec.labels == ("neutral", "happy", "sad", "angry")
+    assert model(torch.zeros(3, 32, model.spec.n_frames)).shape == (3, 4)

@@ -3,6 +3,7 @@ import pytest
 
 from emovox import experiment
 from emovox.errors import CorpusError
+from emovox.export import OnnxModel, export
 from emovox.features import FeatureConfig
 from emovox.normalize import Stats, by_speaker
 from emovox.predict import Predictor
@@ -33,6 +34,7 @@ def test_speaker_normalised_run_predicts_adapts_and_says_so(ravdess_dir, tmp_pat
     assert "speaker norm" in metrics["name"]
     p = Predictor.load(tmp_path / "run")
     assert p.speaker_norm
+    assert OnnxModel(export(tmp_path / "run", tmp_path / "m.onnx")).spec.speaker_norm  # the export says so too
     clips = [(tone(PITCH[e], 1.2, 16000, seed=i), 16000) for i, e in enumerate(PITCH)]
     own = p.predict(clips)
     adapted = p.adapt(clips).predict(clips)

@@ -59,7 +59,7 @@ def test_train_evaluate_predict_export(encoder_dir, ravdess_dir, tmp_path):
     r = p.predict((tone(PITCH["sad"], 1.5, 16000), 16000))
     assert set(r["scores"]) == {"neutral", "happy", "sad", "angry"}
     onnx = OnnxModel(export(tmp_path / "run", tmp_path / "m.onnx"))
-    feats = torch.randn(3, p.spec["model_kwargs"]["n_features"], p.n_frames)
+    feats = torch.randn(3, p.spec.n_features, p.n_frames)
     with torch.no_grad():
         assert (torch.softmax(onnx(feats), 1) - torch.softmax(p.model(feats), 1)).abs().max() <= 1e-4
     onnx_pred = Predictor.load(tmp_path / "run", backend="onnx").predict((tone(PITCH["sad"], 1.5, 16000), 16000))

@@ -93,7 +93,7 @@ def test_checkpoint_roundtrip_and_corrupt_file(tmp_path):
     loaded, got = models.load(tmp_path / "m.pt")
     x = torch.randn(2, 32, 20)
     torch.testing.assert_close(loaded(x), net.eval()(x))
-    assert got["labels"] == ["a", "b", "c"]
+    assert got.labels == ("a", "b", "c")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt: corrupt checkpoint"):
         models.load(tmp_path / "bad.pt")

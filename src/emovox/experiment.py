@@ -26,6 +26,7 @@ from emovox.errors import ConfigError
 from emovox.evaluate import report_markdown, scores, summarise
 from emovox.features import FeatureConfig
 from emovox.frontend import clip_frames, n_features, ssl_layers
+from emovox.models import ModelSpec
 from emovox.plots import plot_confusion
 from emovox.predict import score_features
 from emovox.progress import bar
@@ -81,22 +82,22 @@ def _weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: models.Classifier) -> dict:
+def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: models.Classifier) -> ModelSpec:
     """What a checkpoint needs to rebuild and use the model without the training code
     (a model family with pretrained parts says how to rebuild them from config alone)."""
     kwargs = dict(train.model_kwargs)
     if hasattr(model.body, "spec_kwargs"):
         kwargs = {k: v for k, v in kwargs.items() if k != "backbone"} | model.body.spec_kwargs()
-    return {
-        "model": train.model,
-        "model_kwargs": {"n_features": n_features(features), "n_frames": clip_frames(features),
-                         "n_classes": len(ds.labels), **kwargs},
-        "labels": ds.labels,
-        "speaker_norm": train.speaker_norm,
-        "feature_config": to_dict(features),
-        "train_config": to_dict(train),
-        "corpora": sorted({u.corpus for u in ds.utterances}),
-    }
+    return ModelSpec(
+        model=train.model,
+        model_kwargs={"n_features": n_features(features), "n_frames": clip_frames(features),
+                      "n_classes": len(ds.labels), **kwargs},
+        labels=tuple(ds.labels),
+        features=features,
+        speaker_norm=train.speaker_norm,
+        train_config=to_dict(train),
+        corpora=tuple(sorted({u.corpus for u in ds.utterances})),
+    )
 
 
 def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,

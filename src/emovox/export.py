@@ -1,9 +1,10 @@
 """ONNX export of a trained network, and an onnxruntime-backed drop-in for the torch model.
 
 The exported graph maps features ``(batch, n_features, n_frames)`` to logits, with the
-feature normalisation inside. The feature front end (log-mel/MFCC) stays in
-:mod:`emovox.features`; the model's labels and feature config are stored in the ONNX
-file's metadata (``emovox_spec``), so the file describes itself.
+feature normalisation inside. The feature front end stays in :mod:`emovox.frontend`; the
+model's whole :class:`~emovox.models.ModelSpec` (labels, feature config, speaker
+normalisation, ...) is stored as JSON in the ONNX file's metadata (``emovox_spec``), so
+the file describes itself.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ import torch
 from emovox import models
 from emovox.bundled import resolve_model
 from emovox.files import atomic_write
+from emovox.models import ModelSpec
 
 OPSET = 17
 
 
-def to_onnx_bytes(model: torch.nn.Module, spec: dict) -> bytes:
-    """Serialise ``model`` (eval mode) as an ONNX graph with a dynamic batch axis."""
+def to_onnx_bytes(model: torch.nn.Module, spec: ModelSpec | dict) -> bytes:
+    """Serialise ``model`` (eval mode) as an ONNX graph with a dynamic batch axis, its spec
+    (a dict is read with :meth:`ModelSpec.from_dict`) in the metadata."""
     import onnx
 
-    kw = spec["model_kwargs"]
-    dummy = torch.zeros(2, kw["n_features"], kw["n_frames"])
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
+    dummy = torch.zeros(2, spec.n_features, spec.n_frames)
     buf = io.BytesIO()
     with warnings.catch_warnings():  # tracer notes about RNN batch sizes; the tests check dynamic batches
         warnings.simplefilter("ignore")
@@ -36,9 +39,8 @@ def to_onnx_bytes(model: torch.nn.Module, spec: dict) -> bytes:
                           dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
                           dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {k: v for k, v in spec.items() if k in ("model", "model_kwargs", "labels", "feature_config")}
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "emovox_spec", json.dumps(meta)
+    entry.key, entry.value = "emovox_spec", json.dumps(spec.to_dict())
     return proto.SerializeToString()
 
 
@@ -54,7 +56,9 @@ def export(run_dir: str | Path | None, out: str | Path) -> Path:
 class OnnxModel:
     """Callable like the torch classifier: features tensor in, logits tensor out.
 
-    ``threads`` is onnxruntime's intra-op thread count; by default torch's
+    ``spec`` is the :class:`~emovox.models.ModelSpec` read from the file's metadata
+    (``None`` for an ONNX file that emovox did not write). ``threads`` is onnxruntime's
+    intra-op thread count; by default torch's
     (``torch.get_num_threads()``), so ``torch.set_num_threads`` governs both backends.
     """
 
@@ -65,10 +69,12 @@ class OnnxModel:
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-        self.spec = json.loads(self.session.get_modelmeta().custom_metadata_map.get("emovox_spec", "{}"))
+        meta = self.session.get_modelmeta().custom_metadata_map.get("emovox_spec")
+        self.spec: ModelSpec | None = None if meta is None else ModelSpec.from_dict(json.loads(meta), source=str(
+            "ONNX metadata" if isinstance(onnx_model, bytes) else onnx_model))
 
     @classmethod
-    def from_torch(cls, model: torch.nn.Module, spec: dict) -> OnnxModel:
+    def from_torch(cls, model: torch.nn.Module, spec: ModelSpec | dict) -> OnnxModel:
         return cls(to_onnx_bytes(model, spec))
 
     def eval(self) -> OnnxModel:

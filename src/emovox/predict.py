@@ -20,6 +20,7 @@ from emovox.device import to_device
 from emovox.errors import AudioError, ConfigError
 from emovox.features import FeatureConfig, windows
 from emovox.frontend import extract_batch
+from emovox.models import ModelSpec
 from emovox.normalize import Stats
 from emovox.segment import Segment, VadConfig, speech_segments
 
@@ -67,8 +68,10 @@ class Predictor:
     model : callable
         Maps a float tensor ``(B, F, T)`` to logits ``(B, n_classes)`` (a torch module, or
         an :class:`emovox.export.OnnxModel`).
-    spec : dict
-        The checkpoint's description: ``labels``, ``feature_config``, ``model_kwargs``.
+    spec : ModelSpec or dict
+        The checkpoint's description (:class:`emovox.models.ModelSpec`; a dict is read
+        with :meth:`~emovox.models.ModelSpec.from_dict`): labels, feature config, input
+        length, speaker normalisation.
 
     Examples
     --------
@@ -77,13 +80,13 @@ class Predictor:
     'angry'
     """
 
-    def __init__(self, model, spec: dict):
+    def __init__(self, model, spec: ModelSpec | dict):
         self.model = model
-        self.spec = spec
-        self.labels: list[str] = list(spec["labels"])
-        self.features = FeatureConfig(**spec["feature_config"])
-        self.n_frames: int = spec["model_kwargs"]["n_frames"]
-        self.speaker_norm: bool = bool(spec.get("speaker_norm", False))
+        self.spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
+        self.labels: list[str] = list(self.spec.labels)
+        self.features: FeatureConfig = self.spec.features
+        self.n_frames: int = self.spec.n_frames
+        self.speaker_norm: bool = self.spec.speaker_norm
         self.speaker_stats_: Stats | None = None
         self.device = str(device_of(model))  # where the network (and an ssl front end) runs
 

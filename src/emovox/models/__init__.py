@@ -1,4 +1,5 @@
-"""Model families by name, and self-describing checkpoints that load without training code.
+"""Model families by name, and self-describing checkpoints (weights + :class:`ModelSpec`)
+that load without training code.
 
 Every model maps features ``(batch, n_features, n_frames)`` to class logits; a
 :class:`~emovox.models.layers.FeatureNorm` in front standardises the input.
@@ -11,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from emovox.models.kernel import KernelMachine
 from emovox.models.layers import FeatureNorm
 from emovox.models.mlp import MLP
 from emovox.models.rnn import CRNN, BiLSTM
+from emovox.models.spec import FORMAT, ModelSpec
 from emovox.models.ssl_finetune import SSLFinetune
 from emovox.models.ssl_head import SSLHead
 
@@ -35,7 +38,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "ssl": SSLHead,
     "ssl_finetune": SSLFinetune,
 }
-FORMAT = "emovox-model/1"
+__all__ = ["FORMAT", "MODELS", "Classifier", "ModelSpec", "build", "load", "save"]
 
 
 class Classifier(nn.Module):
@@ -60,8 +63,9 @@ def build(name: str, *, n_features: int, n_frames: int, n_classes: int, **kwargs
     return Classifier(body, n_features)
 
 
-def save(path: str | Path, model: Classifier, *, spec: dict) -> None:
-    """Write a checkpoint: ``spec`` (model name and kwargs, labels, feature config, ...) + weights.
+def save(path: str | Path, model: Classifier, *, spec: ModelSpec | dict) -> None:
+    """Write a checkpoint: ``spec`` (model name and kwargs, labels, feature config, ...;
+    a dict is read with :meth:`ModelSpec.from_dict`) + weights, stamped with this emovox's version.
 
     The weights are written as CPU tensors whatever device the model is on, so the file
     loads on any machine.
@@ -70,12 +74,15 @@ def save(path: str | Path, model: Classifier, *, spec: dict) -> None:
     from emovox.device import to_cpu
     from emovox.files import atomic_write
 
-    payload = {"format": FORMAT, "emovox_version": __version__, **spec, "state_dict": to_cpu(model.state_dict())}
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec, source=str(path))
+    spec = replace(spec, emovox_version=__version__)
+    payload = {**spec.to_dict(), "state_dict": to_cpu(model.state_dict())}
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
-    """Rebuild a model from a checkpoint written by :func:`save`; returns (model in eval mode, spec).
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, ModelSpec]:
+    """Rebuild a model from a checkpoint written by :func:`save` (by this emovox or an
+    earlier one); returns (model in eval mode, spec).
 
     The weights are read onto the CPU (``map_location="cpu"``: a checkpoint written on a
     GPU loads on a machine without one), then the model moves to ``device`` (``auto``,
@@ -93,9 +100,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Class
     except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"corrupt checkpoint ({type(exc).__name__})", path=path,
                               fix="re-run `emovox train` to write it again") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith("emovox-model/"):
         raise CheckpointError("not an emovox model checkpoint", path=path)
-    spec = {k: v for k, v in payload.items() if k != "state_dict"}
-    model = build(spec["model"], **spec["model_kwargs"])
+    spec = ModelSpec.from_dict({k: v for k, v in payload.items() if k != "state_dict"}, source=str(path))
+    model = build(spec.model, **spec.model_kwargs)
     model.load_state_dict(payload["state_dict"])
     return model.to(dev).eval(), spec

@@ -174,7 +174,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     async def healthz():
         """200 once the model is warmed up, 503 (``"status": "warming up"``) before; with the
         forward passes that scored batches so far and the requests in them."""
-        info = {"model": predictor.spec.get("model"), "version": __version__, "max_batch": limits.max_batch,
+        info = {"model": predictor.spec.model, "version": __version__, "max_batch": limits.max_batch,
                 "batches": batcher.batches, "batched_requests": batcher.items}
         if not app.state.warm.done():
             return JSONResponse({"status": "warming up", **info}, status_code=503)
