@@ -1,12 +1,16 @@
 """Speaker normalisation: z-score each feature row with statistics of one speaker's audio.
 
-Statistics come from unlabelled audio only (all of a speaker's utterances, or the
-recording being analysed), so using them for test speakers leaks no labels.
+One policy, :func:`by_speaker`, used by the dataset (training and test utterances), the
+eGeMAPS baseline and the :class:`~emovox.predict.Predictor`: every feature matrix is
+z-scored with the statistics of all matrices of its speaker, or with statistics already
+known for that speaker. Statistics come from unlabelled audio only (all of a speaker's
+utterances, or the recording being analysed), so using them for test speakers leaks no
+labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -48,12 +52,24 @@ class Stats:
         return ((feat - mean[:, None]) / std[:, None]).astype(np.float32)
 
 
-def by_speaker(feats: Sequence[np.ndarray], speakers: Sequence[str | None]) -> list[np.ndarray]:
-    """Each utterance z-scored with the statistics of all utterances of its speaker."""
+def by_speaker(feats: Sequence[np.ndarray], speakers: Sequence[Hashable | None], *,
+               stats: Stats | None = None) -> list[np.ndarray]:
+    """Each feature matrix ``(F, T)`` z-scored with the statistics of all matrices of its
+    speaker (``speakers`` aligned with ``feats``), or, when given, with ``stats`` (one
+    speaker's, learnt beforehand) for all of them.
+
+    Examples
+    --------
+    >>> f = [np.array([[1.0, 3.0]]), np.array([[5.0, 7.0]])]
+    >>> [np.round(x, 3).tolist() for x in by_speaker(f, ["a", "b"])]
+    [[[-1.0, 1.0]], [[-1.0, 1.0]]]
+    """
+    if stats is not None:
+        return [stats.apply(f) for f in feats]
     if any(s is None for s in speakers):
         raise CorpusError("speaker normalisation needs a speaker for every file",
                           fix="add speakers (CSV column or label/speaker/ folders) or turn speaker_norm off")
-    groups: dict[str, list[int]] = {}
+    groups: dict[Hashable, list[int]] = {}
     for i, s in enumerate(speakers):
         groups.setdefault(s, []).append(i)
     out: list[np.ndarray] = list(feats)

@@ -12,7 +12,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from emovox import audio, models
+from emovox import audio, models, normalize
 from emovox.bundled import resolve_model
 from emovox.device import check as check_device
 from emovox.device import of as device_of
@@ -169,11 +169,15 @@ class Predictor:
         return [self._result(p, s) for p, s in zip(probs, seconds, strict=True)]
 
     def _normalise(self, feats: list[np.ndarray], stats: Stats | None) -> list[np.ndarray]:
-        """Speaker-normalise with ``stats``; without them, frames with each input's own
-        statistics and utterance vectors with those of all the inputs."""
+        """Speaker-normalise with ``stats``; without them, each input is taken for a speaker
+        of its own (frames), or all inputs of the call for one speaker (utterance vectors,
+        one frame each)."""
         if stats is None and self.features.kind == "utterance":
-            stats = self._stats_of(feats)
-        return [(stats or Stats().update(f)).apply(f) for f in feats]
+            self._stats_of(feats)  # refuses a single vector, which has no spread
+            speakers = [0] * len(feats)
+        else:
+            speakers = list(range(len(feats)))
+        return normalize.by_speaker(feats, speakers, stats=stats)
 
     def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 32) -> list[dict]:
         """Classify each speech segment of a recording of any length (streamed from disk).
