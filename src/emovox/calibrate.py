@@ -48,3 +48,12 @@ def fit_temperature(model, feats: Sequence[np.ndarray], y: np.ndarray, n_frames:
         t = float(np.exp(best.x))
         model.temperature.fill_(t)
     return t
+
+
+def calibrate_and_measure(model, feats, y, val_idx, test_idx, n_frames) -> dict:
+    """Fit the temperature on ``val_idx`` (held-out speakers); ECE on ``test_idx`` before and after."""
+    test_feats = [feats[i] for i in test_idx]
+    before = ece(score_features(model, test_feats, n_frames), y[test_idx])
+    t = fit_temperature(model, [feats[i] for i in val_idx], y[val_idx], n_frames)
+    after = ece(score_features(model, test_feats, n_frames), y[test_idx])
+    return {"temperature": round(t, 4), "ece_before": before, "ece_after": after}

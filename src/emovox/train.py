@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import random
@@ -27,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from emovox import distributed, models
+from emovox import distributed, frontend, models
 from emovox.augment import parse_all
 from emovox.device import autocast, check, describe, resolve, resolve_precision, to_cpu, to_device
 from emovox.device import of as device_of
 from emovox.errors import ConfigError
-from emovox.features import fit_frames
+from emovox.features import FeatureConfig, fit_frames
 from emovox.files import atomic_write
 from emovox.predict import score_features
 from emovox.progress import bar
@@ -113,6 +114,14 @@ class TrainConfig:
         parse_all(self.augment)  # a bad spec fails here, before any work
         object.__setattr__(self, "device", check(self.device))
         resolve_precision(self.precision, resolve(self.device))  # a missing GPU or bf16 on CPU too
+
+
+def for_features(train: TrainConfig, features: FeatureConfig) -> TrainConfig:
+    """``train`` with what its model must know of the features that only the encoder can
+    say: the ``ssl`` head's number of stacked hidden states (read here, not by the config)."""
+    if train.model != "ssl" or "n_layers" in train.model_kwargs:
+        return train
+    return dataclasses.replace(train, model_kwargs={"n_layers": frontend.ssl_layers(features), **train.model_kwargs})
 
 
 @dataclass

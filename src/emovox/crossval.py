@@ -1,0 +1,188 @@
+"""Cross-validation: speaker-grouped folds, each trained (in worker processes if asked),
+calibrated and scored, pooled into metrics and a report; the eGeMAPS + SVM baseline on
+the very same folds.
+
+Each finished fold is stored under ``<run dir>/folds/`` so an interrupted run resumes at
+the next fold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import as_completed
+from pathlib import Path
+
+import numpy as np
+
+from emovox import __version__, baseline, normalize
+from emovox.cache import extract_files
+from emovox.calibrate import calibrate_and_measure
+from emovox.dataset import DEFAULT_CACHE, Dataset, model_inputs
+from emovox.evaluate import report_markdown, scores, summarise
+from emovox.features import FeatureConfig
+from emovox.files import atomic_write
+from emovox.frontend import clip_frames
+from emovox.plots import plot_confusion
+from emovox.predict import score_features
+from emovox.progress import bar
+from emovox.rundir import open_run, run_name, write_json
+from emovox.splits import make_folds, validation_split
+from emovox.train import TrainConfig, fit, for_features
+
+log = logging.getLogger("emovox")
+
+
+def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
+                   folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = DEFAULT_CACHE,
+                   jobs: int = 1, threads: int | None = None, progress: bool = True) -> dict:
+    """Speaker-grouped cross-validation of one model (and optionally the eGeMAPS+SVM baseline).
+
+    Writes ``metrics.json`` (``ua``, ``wa``, ``macro_f1``, ``folds``), ``report.md`` and
+    ``confusion_matrix.png`` into ``out``; finished folds are reused on a rerun. ``jobs``
+    folds run in parallel processes with ``threads`` torch threads each.
+    """
+    out = open_run(out)
+    train = for_features(train, features)
+    splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed,
+                        corpora=[u.corpus for u in ds.utterances])
+    independent = all(f.speaker_independent for f in splits)
+    inputs = model_inputs(ds, train)
+    y_pred = np.zeros_like(ds.y)
+    fold_rows = []
+    for fold, (row, pred) in zip(splits, _run_folds(ds, inputs, splits, out, features, train, independent,
+                                                    jobs, threads, progress), strict=True):
+        y_pred[fold.test] = pred
+        fold_rows.append(row)
+    name = run_name(train, features, ds) + ("" if independent else " [random-utterance split]")
+    metrics = summarise(ds.y, y_pred, fold_rows, ds.labels, name=name, speaker_independent=independent,
+                        extra={"n_folds": len(splits), "skipped": ds.skipped, "emovox_version": __version__,
+                               "calibration": {k: float(np.mean([r[k] for r in fold_rows]))
+                                               for k in ("ece_before", "ece_after")}})
+    if ds.groups is not None:
+        metrics["per_corpus"] = _per_corpus(ds, y_pred)
+    if with_baseline:
+        metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
+                                           seed=train.seed, independent=independent,
+                                           speaker_norm=train.speaker_norm)
+    write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics["confusion_matrix"], ds.labels, out / "confusion_matrix.png", title=name)
+    report = report_markdown(metrics, baseline=metrics.get("baseline"), image="confusion_matrix.png")
+    atomic_write(out / "report.md", lambda p: p.write_text(report))
+    return metrics
+
+
+def _per_corpus(ds: Dataset, y_pred: np.ndarray) -> dict:
+    """Scores and confusion matrix of the pooled test predictions, corpus by corpus."""
+    from sklearn.metrics import confusion_matrix
+
+    out = {}
+    for name in sorted({u.corpus for u in ds.utterances}):
+        mask = np.array([u.corpus == name for u in ds.utterances])
+        out[name] = {**scores(ds.y[mask], y_pred[mask], len(ds.labels)).to_dict(),
+                     "confusion_matrix": confusion_matrix(ds.y[mask], y_pred[mask],
+                                                          labels=np.arange(len(ds.labels))).tolist()}
+    return out
+
+
+def _run_folds(ds, inputs, splits, out: Path, features, train, independent, jobs, threads, progress) -> list:
+    """Each fold's (row, predictions), serially or in ``jobs`` worker processes.
+
+    ``inputs`` is :func:`~emovox.dataset.model_inputs`: the features and augmented copies.
+
+    Each fold trains with ``threads`` torch threads (default ``cores // jobs``) and is
+    seeded the same way wherever it runs, so runs with the same threads per fold write
+    the same numbers, serial or parallel. (Float sums depend on the thread count.)
+    """
+    from emovox.parallel import set_threads
+
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+    args = [(fold, out / "folds" / f"{fold.index}", features, train, independent) for fold in splits]
+    if jobs <= 1:
+        set_threads(threads)
+        return [_run_fold(ds, inputs, *a, progress) for a in args]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    results = {}
+    with bar(enabled=progress) as pbar, ProcessPoolExecutor(
+            jobs, mp_context=mp.get_context("spawn"), initializer=_init_fold_worker,
+            initargs=(ds, inputs, threads, out)) as pool:
+        task = pbar.add_task(f"{len(splits)} folds, {jobs} at a time", total=len(splits), status="")
+        futures = {pool.submit(_fold_in_worker, *a): a[0].index for a in args}
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index] = future.result()
+            pbar.update(task, advance=1, status=f"fold {index + 1} UA {results[index][0]['ua']:.3f}")
+    return [results[fold.index] for fold in splits]
+
+
+_WORKER: dict = {}
+
+
+def _init_fold_worker(ds, inputs, threads: int, out: Path) -> None:
+    from emovox.parallel import set_threads
+
+    set_threads(threads)
+    open_run(out)  # this worker's log lines go to the run's train.log too
+    _WORKER.update(ds=ds, inputs=inputs)
+
+
+def _fold_in_worker(fold, fold_dir, features, train, independent):
+    return _run_fold(_WORKER["ds"], _WORKER["inputs"], fold, fold_dir, features, train, independent, False)
+
+
+def _run_fold(ds, inputs, fold, fold_dir: Path, features, train, independent, progress) -> tuple[dict, np.ndarray]:
+    feats, augmented = inputs
+    done = fold_dir / "result.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        return saved["row"], np.array(saved["pred"], dtype=np.int64)
+    fit_idx, val_idx = validation_split(fold.train, ds.speakers, fraction=train.val_fraction, seed=train.seed,
+                                        speaker_independent=independent)
+    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
+                 cfg=train, groups=ds.groups, augmented=augmented, checkpoint_dir=fold_dir, progress=progress,
+                 description=f"fold {fold.index + 1}")
+    calibration = calibrate_and_measure(result.model, feats, ds.y, val_idx, fold.test, clip_frames(features))
+    pred = score_features(result.model, [feats[i] for i in fold.test], clip_frames(features)).argmax(1)
+    row = {**_fold_row(fold, ds, pred), "best_epoch": result.best_epoch, **calibration}
+    log.info("fold %d (%s): UA %.3f WA %.3f", fold.index, fold.test_corpus or ", ".join(fold.test_speakers),
+             row["ua"], row["wa"])
+    write_json(done, {"row": row, "pred": pred.tolist()})
+    (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return row, pred
+
+
+def _fold_row(fold, ds: Dataset, pred: np.ndarray) -> dict:
+    """One fold's scores; a held-out corpus also gets its confusion matrix."""
+    row = {"fold": fold.index, "test_speakers": list(fold.test_speakers),
+           **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict()}
+    if fold.test_corpus:
+        from sklearn.metrics import confusion_matrix
+
+        row.update(test_corpus=fold.test_corpus, confusion_matrix=confusion_matrix(
+            ds.y[fold.test], pred, labels=np.arange(len(ds.labels))).tolist())
+    return row
+
+
+def run_baseline(ds: Dataset, splits, *, cache_dir, jobs, progress, seed, independent,
+                 speaker_norm: bool = False) -> dict:
+    """eGeMAPSv02 functionals + SVM on exactly the given folds; with ``speaker_norm`` the
+    functionals are z-scored per speaker first, as the model's features are."""
+    ext = extract_files([u.path for u in ds.utterances], baseline.FEATURES, cache_dir=cache_dir,
+                        jobs=jobs, progress=progress)
+    columns = [ext.features[u.path] for u in ds.utterances]  # (88, 1): one "frame" per utterance
+    if speaker_norm:
+        columns = normalize.by_speaker(columns, ds.speakers)
+    x = np.concatenate(columns, axis=1).T
+    y_pred = np.zeros_like(ds.y)
+    rows = []
+    for fold in splits:
+        pred = baseline.fit_predict(x, ds.y, fold.train, fold.test, seed=seed)
+        y_pred[fold.test] = pred
+        rows.append(_fold_row(fold, ds, pred))
+    name = "eGeMAPSv02 + SVM" + (" + speaker norm" if speaker_norm else "")
+    return summarise(ds.y, y_pred, rows, ds.labels, name=name, speaker_independent=independent)
+
+
