@@ -10,7 +10,7 @@ import torch
 from emovox import baseline, experiment, ge2e
 from emovox.bundled import sha256
 from emovox.errors import ConfigError, EmovoxError
-from emovox.features import FeatureConfig, trim
+from emovox.features import FeatureConfig, mel_power_batch, trim, windows
 from emovox.frontend import extract
 from emovox.models.layers import FeatureNorm
 from emovox.predict import Predictor
@@ -178,3 +178,16 @@ def test_cli_names_the_vectors_and_needs_statistics_for_one_file(ravdess_dir, tm
     r = CliRunner().invoke(app, ["predict", "--model", str(run), "--format", "json", *adapt, files[0]])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["label"] == "neutral"
+
+
+def test_layer_means_come_from_the_encoders_own_layers(random_ge2e):
+    y = tone(180.0, 2.5, 16000)
+    embedding, means = (v[0] for v in ge2e.encode([y], random_ge2e))
+    assert embedding.shape == (256,) and means.shape == (768,)
+    np.testing.assert_allclose(embedding, ge2e.embed_batch([y], random_ge2e)[0], atol=1e-6)
+    cfg = FeatureConfig(sample_rate=16000, n_fft=ge2e.N_FFT, hop_length=ge2e.HOP, n_mels=ge2e.N_MELS)
+    mel = mel_power_batch([ge2e._raise_quiet(y)], cfg)[0]
+    pieces = torch.from_numpy(windows(mel, ge2e.PARTIAL_FRAMES, pad_value=0.0).transpose(0, 2, 1).copy())
+    with torch.inference_mode():
+        top, _ = ge2e.load_encoder(random_ge2e).lstm(pieces)  # the 3-layer LSTM: its last layer's output
+    np.testing.assert_allclose(means[512:], top.mean(dim=(0, 1)).numpy(), atol=1e-5)

@@ -86,24 +86,41 @@ def _raise_quiet(y: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def embed_batch(signals: list[np.ndarray], weights: str | None = None) -> list[np.ndarray]:
-    """One unit-length d-vector ``(256,)`` per 16 kHz signal.
+def encode(signals: list[np.ndarray], weights: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The d-vector ``(256,)`` and the layer means ``(3 * 256,)`` of each 16 kHz signal, in
+    one pass of the encoder.
 
     Each signal is cut into 1.6 s pieces at half-piece hops (the last piece ends with the
-    signal; a shorter signal is padded with silence); the d-vector is the normalised mean
-    of the pieces' embeddings. All pieces of the batch go through the LSTM together.
+    signal; a shorter signal is padded with silence), and all pieces of the batch go
+    through the LSTM together. The d-vector is the normalised mean of the pieces'
+    embeddings. The layer means are the mean over the pieces' frames of each LSTM layer's
+    output, first layer first: the embedding is trained to stay put while a speaker's
+    manner changes, the layers below it still carry pitch, energy and voice quality, which
+    is what emotion moves.
     """
     cfg = FeatureConfig(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
     mels = mel_power_batch([_raise_quiet(y) for y in signals], cfg)
     pieces = [windows(m, PARTIAL_FRAMES, pad_value=0.0) for m in mels]
-    stacked = torch.from_numpy(np.concatenate(pieces).transpose(0, 2, 1).copy())
-    embeddings = load_encoder(weights)(stacked).numpy()
-    out, start = [], 0
+    h = torch.from_numpy(np.concatenate(pieces).transpose(0, 2, 1).copy())
+    means = []
+    for layer in _layers(weights):
+        h, _ = layer(h)
+        means.append(h.mean(dim=1))
+    e = torch.relu(load_encoder(weights).linear(h[:, -1]))  # SpeakerEncoder.forward, from the last layer
+    embeddings = (e / e.norm(dim=1, keepdim=True).clamp_min(1e-8)).numpy()
+    layer_means = torch.cat(means, dim=1).numpy()
+    vectors, stats, start = [], [], 0
     for p in pieces:
         mean = embeddings[start : start + len(p)].mean(axis=0)
-        out.append((mean / max(np.linalg.norm(mean), 1e-8)).astype(np.float32))
+        vectors.append((mean / max(np.linalg.norm(mean), 1e-8)).astype(np.float32))
+        stats.append(layer_means[start : start + len(p)].mean(axis=0).astype(np.float32))
         start += len(p)
-    return out
+    return vectors, stats
+
+
+def embed_batch(signals: list[np.ndarray], weights: str | None = None) -> list[np.ndarray]:
+    """One unit-length d-vector ``(256,)`` per 16 kHz signal (see :func:`encode`)."""
+    return encode(signals, weights)[0]
 
 
 @lru_cache(maxsize=2)
@@ -116,23 +133,4 @@ def _layers(weights: str | None) -> list[nn.LSTM]:
         layer.load_state_dict({name.removesuffix(f"_l{k}") + "_l0": value
                                for name, value in lstm.state_dict().items() if name.endswith(f"_l{k}")})
         out.append(layer.eval())
-    return out
-
-
-@torch.inference_mode()
-def layer_means(signals: list[np.ndarray], weights: str | None = None) -> list[np.ndarray]:
-    """Mean over time of each LSTM layer's output on the whole signal: ``(3 * 256,)`` per
-    16 kHz signal, first layer first.
-
-    The embedding is trained to stay put while a speaker's manner changes; the layers
-    below it still carry pitch, energy and voice quality, which is what emotion moves.
-    """
-    cfg = FeatureConfig(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
-    out = []
-    for mel in mel_power_batch([_raise_quiet(y) for y in signals], cfg):
-        h, means = torch.from_numpy(np.ascontiguousarray(mel.T))[None], []
-        for layer in _layers(weights):
-            h, _ = layer(h)
-            means.append(h[0].mean(dim=0))
-        out.append(torch.cat(means).numpy().astype(np.float32))
     return out

@@ -54,9 +54,10 @@ def vectors(signals: Sequence[np.ndarray], parts: Sequence[str], *,
     """The vectors named in ``parts`` (``"egemaps"``, ``"egemaps_rel"``, ``"ge2e"``,
     ``"ge2e_layers"``), stacked into one ``(n_features, 1)`` column per 16 kHz signal."""
     functionals = egemaps(signals) if {"egemaps", "egemaps_rel"} & set(parts) else None
+    encoded = ge2e.encode(list(signals), speaker_encoder) if {"ge2e", "ge2e_layers"} & set(parts) else None
     made = {"egemaps": lambda: functionals,
             "egemaps_rel": lambda: [relative_egemaps(f) for f in functionals],
-            "ge2e": lambda: ge2e.embed_batch(list(signals), speaker_encoder),
-            "ge2e_layers": lambda: ge2e.layer_means(list(signals), speaker_encoder)}
+            "ge2e": lambda: encoded[0],
+            "ge2e_layers": lambda: encoded[1]}
     columns = [made[p]() for p in parts]
     return [np.concatenate(vs)[:, None] for vs in zip(*columns, strict=True)]
