@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emovox import baseline, experiment, ge2e
+from emovox import baseline, experiment, ge2e, utterance
 from emovox.bundled import sha256
 from emovox.errors import ConfigError, EmovoxError
 from emovox.features import FeatureConfig, mel_power_batch, trim, windows
@@ -191,3 +191,15 @@ def test_layer_means_come_from_the_encoders_own_layers(random_ge2e):
     with torch.inference_mode():
         top, _ = ge2e.load_encoder(random_ge2e).lstm(pieces)  # the 3-layer LSTM: its last layer's output
     np.testing.assert_allclose(means[512:], top.mean(dim=(0, 1)).numpy(), atol=1e-5)
+
+
+def test_egemaps_in_threads_equals_one_at_a_time():
+    signals = [tone(120.0 + 40 * i, 1.0 + 0.2 * i, 16000) for i in range(4)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        together = utterance.egemaps(signals)
+    finally:
+        torch.set_num_threads(before)
+    for y, v in zip(signals, together, strict=True):
+        np.testing.assert_array_equal(utterance.egemaps([y])[0], v)
