@@ -39,3 +39,21 @@ def test_best_model_beats_egemaps_svm_on_emodb(real_data, tmp_path):
     assert m["speaker_independent"] and len(m["folds"]) == 5
     assert m["ua"] >= 0.75, m["ua"]  # chance: 1/7; measured 0.844
     assert m["ua"] > m["baseline"]["ua"], (m["ua"], m["baseline"]["ua"])  # measured 0.771
+
+
+def test_default_recipe_on_a_corpus_it_never_heard(real_data, tmp_path):
+    """Leave one corpus out between EMO-DB (German) and eight RAVDESS actors (English), the four
+    classes they share, with the default recipe (kernel machine over utterance vectors)."""
+    ravdess = tmp_path / "ravdess"
+    for actor in range(1, 9):
+        folder = ravdess / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for clip in (real_data / "ravdess" / folder.name).iterdir():
+            (folder / clip.name).symlink_to(clip)
+    settings = Settings.build(classes="angry,happy,neutral,sad", merge="calm=neutral")
+    m = experiment.evaluate([("emodb", real_data / "emodb"), ("ravdess", ravdess)], tmp_path / "run", settings,
+                            folds="loco", with_baseline=True, cache_dir=tmp_path / "cache", jobs=2, progress=False)
+    held_out = {f["test_corpus"]: f["ua"] for f in m["folds"]}
+    assert set(held_out) == {"emodb", "ravdess"}
+    assert min(held_out.values()) >= 0.4, held_out  # chance: 0.25
+    assert m["mean"]["ua"] > m["baseline"]["mean"]["ua"], (m["mean"], m["baseline"]["mean"])
