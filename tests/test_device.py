@@ -183,7 +183,6 @@ def test_model_saved_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monkeypatch,
 
 
 def test_training_checkpoint_from_a_gpu_resumes_on_the_cpu_identically(tones, tmp_path, monkeypatch, no_cuda):
-    from emovox import train as train_mod
 
     feats, y, spk = tones
     fit_idx, val_idx = np.where(spk < 3)[0], np.where(spk == 3)[0]
@@ -191,18 +190,7 @@ def test_training_checkpoint_from_a_gpu_resumes_on_the_cpu_identically(tones, tm
     kw = dict(n_classes=4, n_frames=CFG.clip_frames, progress=False, cfg=cfg)
     full = fit(feats, y, fit_idx, val_idx, **kw)
 
-    real_ua, calls = train_mod._ua, []
-
-    def dies_in_epoch_2(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_ua(*args)
-
-    monkeypatch.setattr(train_mod, "_ua", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(feats, y, fit_idx, val_idx, checkpoint_dir=tmp_path, **kw)
-    monkeypatch.setattr(train_mod, "_ua", real_ua)
+    _interrupt_in_epoch_2(monkeypatch, feats, y, fit_idx, val_idx, checkpoint_dir=tmp_path, **kw)
     saved = torch.load(tmp_path / CHECKPOINT, map_location=None, weights_only=False)
     assert all(t.device.type == "cpu" for t in saved["model"].values())  # written from CPU tensors
     _as_if_saved_on_gpu(monkeypatch, tmp_path / CHECKPOINT)
@@ -265,7 +253,6 @@ def test_cnn_learns_on_cuda_and_its_files_load_on_the_cpu(tones, tmp_path, preci
 
 @cuda_test
 def test_resume_on_cuda_matches_an_uninterrupted_run(tones, tmp_path, monkeypatch):
-    from emovox import train as train_mod
 
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
@@ -274,18 +261,7 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(tones, tmp_path, monkeypatc
     cfg = TrainConfig(model="cnn", epochs=3, batch_size=8, patience=10, device="cuda", precision="fp32")
     kw = dict(n_classes=4, n_frames=CFG.clip_frames, progress=False, cfg=cfg)
     full = fit(feats, y, fit_idx, val_idx, **kw)
-    real_ua, calls = train_mod._ua, []
-
-    def dies_in_epoch_2(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_ua(*args)
-
-    monkeypatch.setattr(train_mod, "_ua", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(feats, y, fit_idx, val_idx, checkpoint_dir=tmp_path, **kw)
-    monkeypatch.setattr(train_mod, "_ua", real_ua)
+    _interrupt_in_epoch_2(monkeypatch, feats, y, fit_idx, val_idx, checkpoint_dir=tmp_path, **kw)
     resumed = fit(feats, y, fit_idx, val_idx, checkpoint_dir=tmp_path, **kw)
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=k)
@@ -318,3 +294,21 @@ def test_ssl_hidden_states_on_cuda_match_the_cpu(tmp_path):
     cpu = ssl.hidden_states([y], str(tmp_path), device="cpu")[0]
     assert gpu.shape == cpu.shape and gpu.dtype == np.float32
     np.testing.assert_allclose(gpu, cpu, atol=1e-3)
+
+
+def _interrupt_in_epoch_2(monkeypatch, *args, **kw) -> None:
+    """Run :func:`fit` until a KeyboardInterrupt in its second epoch (a checkpoint is left)."""
+    from emovox import train as train_mod
+
+    real_ua, calls = train_mod._ua, []
+
+    def dies_in_epoch_2(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_ua(*a)
+
+    monkeypatch.setattr(train_mod, "_ua", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(*args, **kw)
+    monkeypatch.setattr(train_mod, "_ua", real_ua)
