@@ -48,10 +48,13 @@ def peak_rss_mb() -> float:
 
 
 def clip_latency(model: str | None, clip: np.ndarray, sr: int, repeats: int = 20) -> None:
-    """Milliseconds (wall and CPU) to score one clip with one thread, median of ``repeats``."""
+    """Milliseconds (wall and CPU) to score one clip with one thread (torch's and the BLAS
+    pools alike), median of ``repeats``."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    limits = threadpool_limits(1)
     print(f"\n| backend | one {len(clip) / sr:.0f} s clip, 1 thread: wall (ms) | CPU (ms) |\n|---|---|---|")
     for backend in ("torch", "onnx"):
         p = Predictor.load(model, backend=backend, device="cpu")
@@ -63,6 +66,7 @@ def clip_latency(model: str | None, clip: np.ndarray, sr: int, repeats: int = 20
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         print(f"| {backend} | {1000 * np.median(wall):.0f} | {1000 * np.median(cpu):.0f} |", flush=True)
+    limits.restore_original_limits()
     torch.set_num_threads(os.cpu_count() or 1)
 
 

@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from emovox import audio, models, normalize
 from emovox.bundled import resolve_model
@@ -194,12 +195,15 @@ class Predictor:
             stats = stats if stats.n >= 2 else None
         rows: list[dict] = []
         pending: list[Segment] = []
-        for seg in self._segments(path, vad):
-            pending.append(seg)
-            if len(pending) >= batch:
-                rows += self._segment_rows(pending, stats)
-                pending = []
-        return rows + self._segment_rows(pending, stats)
+        # the BLAS products here are small (mel filterbanks): a second BLAS thread only fights
+        # the threads that process segments side by side (measured in benchmarks/inference.py)
+        with threadpool_limits(1, user_api="blas"):
+            for seg in self._segments(path, vad):
+                pending.append(seg)
+                if len(pending) >= batch:
+                    rows += self._segment_rows(pending, stats)
+                    pending = []
+            return rows + self._segment_rows(pending, stats)
 
     def _segments(self, source, vad: VadConfig | None):
         if hasattr(source, "seek"):
