@@ -16,7 +16,7 @@ the server's CPU time per request (steadier than wall-clock figures on a shared 
 and requests per second relative to the first service of the same model and backend in
 the same run.
 
-Models: ``cnn`` is the default log-mel cnn (``emovox train``'s default features and model,
+Models: ``cnn`` is the log-mel cnn (``--model cnn`` with the default log-mel features,
 64 mel bands x 2 s, untrained weights: the speed is the same), built in a temporary folder;
 ``bundled`` is the model that ships with emovox; anything else is a run dir.
 """

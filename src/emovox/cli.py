@@ -100,14 +100,10 @@ def _required(out: Path | None) -> Path:
     return out
 
 
-def _settings(config: Path | None, model: str | None, epochs: int | None, seed: int | None,
-              speaker_norm: bool | None, classes: str | None, merge: str | None, backbone: str | None,
-              ssl_mode: str, augment: str | None, device: str | None = None, precision: str | None = None):
+def _settings(config: Path | None, **overrides):
     from emovox.settings import Settings
 
-    return Settings.build(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
-                          merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
-                          precision=precision)
+    return Settings.build(config, **overrides)
 
 
 def _data(items: list[str] | None, corpus: str):
@@ -136,8 +132,9 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
     from emovox import distributed, experiment
 
     if resume is None:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment,
-                      device=device, precision=precision)
+        s = _settings(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
+                      merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
+                      precision=precision)
         job = (experiment.train, _data(data, corpus), _required(out), s)
         kw = dict(corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
     else:
@@ -174,8 +171,9 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
                               precision=precision)
         out = resume
     else:
-        s = _settings(config, model, epochs, seed, speaker_norm, classes, merge, backbone, ssl_mode, augment,
-                      device=device, precision=precision)
+        s = _settings(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
+                      merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
+                      precision=precision)
         m = experiment.evaluate(_data(data, corpus), _required(out), s, corpus=corpus, folds=folds,
                                 with_baseline=baseline, cache_dir=cache_dir, jobs=jobs, threads=threads,
                                 strict=strict, progress=not quiet)

@@ -32,15 +32,11 @@ class Settings:
     sources: tuple[tuple[str, str], ...] | None = None
 
     @classmethod
-    def build(cls, config: str | Path | None = None, *, model: str | None = None, epochs: int | None = None,
-              seed: int | None = None, speaker_norm: bool | None = None, classes: str | None = None,
-              merge: str | None = None, backbone: str | None = None, ssl_mode: str = "frozen",
-              augment: str | None = None, device: str | None = None, precision: str | None = None) -> Settings:
-        """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus overrides."""
+    def build(cls, config: str | Path | None = None, **overrides) -> Settings:
+        """Settings from a YAML/JSON file (sections ``features``, ``train``, ``data``) plus the
+        command-line overrides of :meth:`from_doc` (``model=``, ``epochs=``, ...)."""
         doc = load_file(config) if config else {}
-        return cls.from_doc(doc, source=str(config or "config"), model=model, epochs=epochs, seed=seed,
-                            speaker_norm=speaker_norm, classes=classes, merge=merge, backbone=backbone,
-                            ssl_mode=ssl_mode, augment=augment, device=device, precision=precision)
+        return cls.from_doc(doc, source=str(config or "config"), **overrides)
 
     @classmethod
     def from_doc(cls, doc: dict, *, source: str = "config", model: str | None = None, epochs: int | None = None,
