@@ -50,7 +50,7 @@ def test_default_recipe_on_a_corpus_it_never_heard(real_data, tmp_path):
         folder.mkdir(parents=True)
         for clip in (real_data / "ravdess" / folder.name).iterdir():
             (folder / clip.name).symlink_to(clip)
-    settings = Settings.build(classes="angry,happy,neutral,sad", merge="calm=neutral")
+    settings = Settings.build(classes="angry,happy,neutral,sad")
     m = experiment.evaluate([("emodb", real_data / "emodb"), ("ravdess", ravdess)], tmp_path / "run", settings,
                             folds="loco", with_baseline=True, cache_dir=tmp_path / "cache", jobs=2, progress=False)
     held_out = {f["test_corpus"]: f["ua"] for f in m["folds"]}
