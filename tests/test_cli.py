@@ -128,3 +128,27 @@ def test_a_path_that_is_neither_file_nor_folder_says_what_it_is(tmp_path):
         r = run(command, tmp_path / "pipe")
         assert r.exit_code == 2, r.output
         assert "pipe: is a named pipe, neither a file nor a folder" in r.output and "Traceback" not in r.output
+
+
+def test_leave_one_corpus_out_over_two_corpora(ravdess_dir, tmp_path):
+    """Two corpora from repeated --data (one named, one recognised), the default recipe,
+    --folds loco: one fold per held-out corpus, each with its confusion matrix."""
+    nemo = tmp_path / "nemo"
+    for speaker in ("EB0", "KS0"):
+        for i, (emo, label) in enumerate((("neutral", "neutral"), ("happiness", "happy"),
+                                          ("sadness", "sad"), ("anger", "angry"))):
+            for n in range(3):
+                write(nemo / "samples" / f"{speaker}_{emo}_{n}.wav",
+                      tone(PITCH[label], 1.3, 16000, seed=10 * i + n + (speaker == "KS0")), 16000)
+    out = tmp_path / "loco"
+    r = run("evaluate", "--data", f"ravdess={ravdess_dir}", "--data", nemo, "--folds", "loco", "--out", out,
+            "--cache-dir", tmp_path / "cache", *FAST)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert [f["test_corpus"] for f in m["folds"]] == ["nemo", "ravdess"]
+    assert all(np.array(f["confusion_matrix"]).sum() == f["n"] for f in m["folds"])
+    assert m["name"].startswith("kernel")
+    assert "held-out corpus" in (out / "report.md").read_text()
+    r = run("evaluate", "--data", ravdess_dir, "--folds", "loco", "--out", tmp_path / "one",
+            "--cache-dir", tmp_path / "cache", *FAST)
+    assert r.exit_code == 2 and "at least two corpora" in r.output
