@@ -50,6 +50,7 @@ SYSTEMS = [
     ("emodb", "mlp", False, ()),
     ("ravdess", "mlp", False, ()),
     ("loco", "kernel", False, ()),  # the default recipe: every held-out corpus unheard, one clip at a time
+    ("loco", "kernel", False, SPEED),  # the bundled model's recipe: the same with speed perturbation
     ("loco", "mlp", False, ()),  # the previous best recipe (eGeMAPS + GE2E -> MLP)
     ("loco", "kernel", False, (), ("egemaps", "ge2e")),  # kernel machine on the previous vectors
     ("loco", "mlp", False, (), ("egemaps_rel", "ge2e", "ge2e_layers")),  # MLP on the kernel's vectors
