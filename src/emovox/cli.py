@@ -106,12 +106,15 @@ def _settings(config: Path | None, **overrides):
     return Settings.build(config, **overrides)
 
 
-def _data(items: list[str] | None, corpus: str):
-    """``--data`` values: one folder (read by ``--corpus``), or several as ``[(reader, folder), ...]``."""
+def _data(items: list[str] | None):
+    """``--data`` values: one folder (read by ``--corpus``), or several as ``[(reader, folder), ...]``
+    (a folder without ``READER=`` has its layout recognised)."""
     if not items:
         return None
-    pairs = [item.split("=", 1) if "=" in item else (corpus if len(items) == 1 else "auto", item) for item in items]
-    return Path(items[0]) if len(items) == 1 and "=" not in items[0] else [(r, Path(d)) for r, d in pairs]
+    if len(items) == 1 and "=" not in items[0]:
+        return Path(items[0])
+    pairs = [item.split("=", 1) if "=" in item else ("auto", item) for item in items]
+    return [(reader, Path(folder)) for reader, folder in pairs]
 
 
 @app.command()
@@ -135,7 +138,7 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
         s = _settings(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
                       merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
                       precision=precision)
-        job = (experiment.train, _data(data, corpus), _required(out), s)
+        job = (experiment.train, _data(data), _required(out), s)
         kw = dict(corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
     else:
         job, out = (experiment.resume, resume), resume
@@ -174,7 +177,7 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
         s = _settings(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
                       merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
                       precision=precision)
-        m = experiment.evaluate(_data(data, corpus), _required(out), s, corpus=corpus, folds=folds,
+        m = experiment.evaluate(_data(data), _required(out), s, corpus=corpus, folds=folds,
                                 with_baseline=baseline, cache_dir=cache_dir, jobs=jobs, threads=threads,
                                 strict=strict, progress=not quiet)
     line = f"[green]{escape(m['name'])}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"

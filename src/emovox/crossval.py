@@ -20,7 +20,7 @@ from emovox import __version__, baseline, normalize
 from emovox.cache import extract_files
 from emovox.calibrate import calibrate_and_measure
 from emovox.dataset import DEFAULT_CACHE, Dataset, model_inputs
-from emovox.evaluate import report_markdown, scores, summarise
+from emovox.evaluate import confusion, report_markdown, scores, summarise
 from emovox.features import FeatureConfig
 from emovox.files import atomic_write
 from emovox.frontend import clip_frames
@@ -75,14 +75,11 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
 
 def _per_corpus(ds: Dataset, y_pred: np.ndarray) -> dict:
     """Scores and confusion matrix of the pooled test predictions, corpus by corpus."""
-    from sklearn.metrics import confusion_matrix
-
     out = {}
     for name in sorted({u.corpus for u in ds.utterances}):
         mask = np.array([u.corpus == name for u in ds.utterances])
         out[name] = {**scores(ds.y[mask], y_pred[mask], len(ds.labels)).to_dict(),
-                     "confusion_matrix": confusion_matrix(ds.y[mask], y_pred[mask],
-                                                          labels=np.arange(len(ds.labels))).tolist()}
+                     "confusion_matrix": confusion(ds.y[mask], y_pred[mask], len(ds.labels))}
     return out
 
 
@@ -159,10 +156,7 @@ def _fold_row(fold, ds: Dataset, pred: np.ndarray) -> dict:
     row = {"fold": fold.index, "test_speakers": list(fold.test_speakers),
            **scores(ds.y[fold.test], pred, len(ds.labels)).to_dict()}
     if fold.test_corpus:
-        from sklearn.metrics import confusion_matrix
-
-        row.update(test_corpus=fold.test_corpus, confusion_matrix=confusion_matrix(
-            ds.y[fold.test], pred, labels=np.arange(len(ds.labels))).tolist())
+        row.update(test_corpus=fold.test_corpus, confusion_matrix=confusion(ds.y[fold.test], pred, len(ds.labels)))
     return row
 
 

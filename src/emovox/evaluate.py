@@ -52,6 +52,11 @@ def scores(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> Scor
     )
 
 
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> list[list[int]]:
+    """Confusion matrix over all ``n_classes`` (rows true, columns predicted) as nested lists."""
+    return confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)).tolist()
+
+
 def summarise(y_true: np.ndarray, y_pred: np.ndarray, folds: list[dict], labels: list[str], *,
               name: str, speaker_independent: bool, extra: dict | None = None) -> dict:
     """The ``metrics.json`` document of a cross-validation run.
@@ -74,7 +79,7 @@ def summarise(y_true: np.ndarray, y_pred: np.ndarray, folds: list[dict], labels:
         "std": {k: float(np.std(v)) for k, v in per_fold.items()},
         "per_class": {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i]),
                             "support": int(support[i])} for i, lab in enumerate(labels)},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=np.arange(len(labels))).tolist(),
+        "confusion_matrix": confusion(y_true, y_pred, len(labels)),
         "folds": folds,
         **(extra or {}),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from emovox import labels as labelmod
@@ -128,7 +129,7 @@ def _view_slices(parts: tuple[str, ...], views: list | None, *, source: str) -> 
             out.append(list(view))
             continue
         spans = sorted(bounds.get(v, (-1, -1)) for v in view)
-        if min(spans)[0] < 0 or any(a[1] != b[0] for a, b in zip(spans, spans[1:], strict=False)):
+        if min(spans)[0] < 0 or any(a[1] != b[0] for a, b in pairwise(spans)):
             raise ConfigError(f"kernel view {view} must name adjacent vectors of {list(parts)}", path=source)
         out.append([spans[0][0], spans[-1][1]])
     return out

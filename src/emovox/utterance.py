@@ -67,11 +67,11 @@ def vectors(signals: Sequence[np.ndarray], parts: Sequence[str], *,
             speaker_encoder: str | None = None) -> list[np.ndarray]:
     """The vectors named in ``parts`` (``"egemaps"``, ``"egemaps_rel"``, ``"ge2e"``,
     ``"ge2e_layers"``), stacked into one ``(n_features, 1)`` column per 16 kHz signal."""
-    functionals = egemaps(signals) if {"egemaps", "egemaps_rel"} & set(parts) else None
-    encoded = ge2e.encode(list(signals), speaker_encoder) if {"ge2e", "ge2e_layers"} & set(parts) else None
-    made = {"egemaps": lambda: functionals,
-            "egemaps_rel": lambda: [relative_egemaps(f) for f in functionals],
-            "ge2e": lambda: encoded[0],
-            "ge2e_layers": lambda: encoded[1]}
-    columns = [made[p]() for p in parts]
+    made: dict[str, list[np.ndarray]] = {}
+    if {"egemaps", "egemaps_rel"} & set(parts):  # one openSMILE pass for both
+        made["egemaps"] = egemaps(signals)
+        made["egemaps_rel"] = [relative_egemaps(f) for f in made["egemaps"]]
+    if {"ge2e", "ge2e_layers"} & set(parts):  # one encoder pass for both
+        made["ge2e"], made["ge2e_layers"] = ge2e.encode(list(signals), speaker_encoder)
+    columns = [made[p] for p in parts]
     return [np.concatenate(vs)[:, None] for vs in zip(*columns, strict=True)]
