@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from pathlib import Path
 
 from emovox import experiment
@@ -32,6 +33,7 @@ LOCO_CORPORA = ("ravdess", "emodb", "nemo", "ased")
 # of an unheard corpus into neutral; docs/benchmarks.md)
 LOCO_CLASSES = "angry,happy,neutral,sad"
 SPEED = ("speed:0.9", "speed:1.1")
+CHANNEL = ("channel:1",)  # one copy through a random room / phone line / codec and noise per utterance
 # (corpus, model, speaker normalisation, waveform augmentation[, utterance vectors kept]), in the order they run
 SYSTEMS = [
     ("emodb", "cnn", True, ()),
@@ -51,6 +53,9 @@ SYSTEMS = [
     ("ravdess", "mlp", False, ()),
     ("loco", "kernel", False, ()),  # the default recipe: every held-out corpus unheard, one clip at a time
     ("loco", "kernel", False, SPEED),  # the bundled model's recipe: the same with speed perturbation
+    ("loco", "kernel", False, SPEED + CHANNEL),  # ... and one channel-simulated copy
+    ("loco", "kernel", False, SPEED + CHANNEL + ("channel:2",)),  # ... and two
+    ("loco", "kernel", False, CHANNEL),  # channel simulation alone
     ("loco", "mlp", False, ()),  # the previous best recipe (eGeMAPS + GE2E -> MLP)
     ("loco", "kernel", False, (), ("egemaps", "ge2e")),  # kernel machine on the previous vectors
     ("loco", "mlp", False, (), ("egemaps_rel", "ge2e", "ge2e_layers")),  # MLP on the kernel's vectors
@@ -64,8 +69,12 @@ SYSTEMS = [
 
 
 def tag(corpus: str, model: str, spk: bool, augment: tuple, parts: tuple = ()) -> str:
+    """``loco/kernel+speed+channel2``: the corpus, model, vectors kept, speaker norm, and
+    each augmentation kind (with its number of copies, speed's two factors counting as one)."""
     vectors = f"[{'+'.join(parts)}]" if parts else ""
-    return f"{corpus}/{model}{vectors}{'+spk' if spk else ''}{'+speed' if augment else ''}"
+    kinds = [spec.partition(":")[0] for spec in augment]
+    copies = "".join(f"+{k}{n if n > 1 and k != 'speed' else ''}" for k, n in Counter(kinds).items())
+    return f"{corpus}/{model}{vectors}{'+spk' if spk else ''}{copies}"
 
 
 def main() -> None:

@@ -39,7 +39,51 @@ def test_noise_has_the_asked_snr_and_is_deterministic():
     assert not np.array_equal(WaveAugment.parse("noise:20")(tone(200, 1.0, SR, seed=2), SR)[:100], noisy[:100])
 
 
-@pytest.mark.parametrize("spec", ["speed", "speed:3", "noise:x", "reverb:0.5", ""])
+def _band_power(y: np.ndarray, lo: float, hi: float) -> float:
+    spectrum = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / SR)
+    return float(spectrum[(freqs >= lo) & (freqs < hi)].sum())
+
+
+def test_phone_line_keeps_the_telephone_band_only():
+    y = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+    line = WaveAugment.parse("phone:8000")(y, SR)
+    assert len(line) == len(y) and line.dtype == np.float32
+    inside = _band_power(line, 500, 3000) / _band_power(y, 500, 3000)
+    above = _band_power(line, 4500, 8000) / _band_power(y, 4500, 8000)
+    below = _band_power(line, 0, 150) / _band_power(y, 0, 150)
+    assert inside > 0.5 and above < 1e-3 and below < 0.05
+
+
+def test_reverb_smears_a_click_over_its_rt60_and_keeps_the_level():
+    click = np.zeros(SR, np.float32)
+    click[100] = 1.0
+    wet = WaveAugment.parse("reverb:0.4")(click, SR)
+    assert np.sqrt(np.mean(wet**2)) == pytest.approx(np.sqrt(np.mean(click**2)), rel=1e-3)
+    energy = np.cumsum(wet.astype(np.float64) ** 2)
+    ms = lambda s: 100 + int(s * SR)  # noqa: E731
+    assert 0.02 < 1 - energy[ms(0.005)] / energy[-1]  # a tail after the direct sound ...
+    assert 1 - energy[ms(0.4)] / energy[-1] < 1e-4  # ... 60 dB down by the RT60
+
+
+def test_mp3_round_trip_keeps_length_and_most_of_the_signal():
+    y = tone(300, 1.0, SR, seed=3)
+    coded = WaveAugment.parse("mp3:0.5")(y, SR)
+    assert len(coded) == len(y) and not np.array_equal(coded, y)
+    lag = int(np.argmax(np.correlate(coded[2000:6000], y[2000:4000], mode="valid")))
+    residual = coded[2000 + lag : 14000 + lag] - y[2000:14000]
+    assert np.mean(residual**2) < 0.1 * np.mean(y[2000:14000] ** 2)
+
+
+def test_channel_copies_are_deterministic_and_differ_from_each_other():
+    y = tone(200, 1.0, SR, seed=4)
+    one = WaveAugment.parse("channel:1")(y, SR)
+    np.testing.assert_array_equal(one, WaveAugment.parse("channel:1")(y, SR))
+    assert len(one) == len(y) and not np.array_equal(one, WaveAugment.parse("channel:2")(y, SR))
+    assert not np.array_equal(one, y)
+
+
+@pytest.mark.parametrize("spec", ["speed", "speed:3", "noise:x", "reverb:9", "phone:4000", "echo:1", ""])
 def test_bad_spec_is_a_config_error_with_the_fix(spec):
     with pytest.raises(ConfigError, match="speed:F"):
         TrainConfig(augment=(spec,))

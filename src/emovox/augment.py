@@ -1,32 +1,116 @@
-"""Waveform augmentation for training: speed perturbation and additive noise.
+"""Waveform augmentation for training: speed perturbation and channel simulation.
 
-Each augmentation is a deterministic function of the signal (the noise is seeded by the
-signal's own samples), so its features are cached on disk like any other features, and
-training draws, for every utterance in every epoch, the original or one augmented copy.
-Validation and test utterances are never augmented.
+Each augmentation is a deterministic function of the signal (its random draws are seeded
+by the signal's own samples), so its features are cached on disk like any other
+features, and training draws, for every utterance in every epoch, the original or one
+augmented copy. Validation and test utterances are never augmented.
 
-Specs are short strings: ``speed:0.9`` (tempo and pitch x0.9, as in Kaldi's speed
-perturbation) and ``noise:20`` (white noise at 20 dB SNR).
+Specs are short strings, ``kind:value``:
+
+- ``speed:0.9``: tempo and pitch x0.9, as in Kaldi's speed perturbation;
+- ``noise:20``: white noise at 20 dB SNR;
+- ``reverb:0.5``: a synthetic room with a 0.5 s reverberation time (RT60);
+- ``phone:8000``: a telephone line, 300-3400 Hz at 8000 Hz with G.711 mu-law coding;
+- ``mp3:0.8``: MP3 coding at libsndfile compression level 0.8 (0 best, 1 smallest);
+- ``channel:1``: copy 1 of a random recording chain (a room, a phone line or an MP3
+  codec, white or pink noise at 5-30 dB SNR), drawn per utterance; ``channel:2`` is
+  another draw. It imitates the studios, phones and codecs no training corpus had.
 """
 
 from __future__ import annotations
 
+import io
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import soundfile as sf
 import soxr
+from scipy import signal as sps
 
 from emovox.errors import ConfigError
 from emovox.features import FeatureConfig
 from emovox.frontend import extract_batch
 
-KINDS = {"speed": (0.5, 2.0), "noise": (-10.0, 80.0)}  # allowed value range per kind
+Rng = np.random.Generator
+
+
+def speed(y: np.ndarray, sr: int, factor: float, rng: Rng) -> np.ndarray:
+    """Play the samples back ``factor`` times faster (tempo and pitch)."""
+    return soxr.resample(y, sr * factor, sr)
+
+
+def noise(y: np.ndarray, sr: int, snr_db: float, rng: Rng, *, pink: bool = False) -> np.ndarray:
+    """Add white (or pink, -3 dB per octave) noise at ``snr_db`` below the signal's power."""
+    n = rng.standard_normal(len(y))
+    if pink:
+        spectrum = np.fft.rfft(n)
+        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+        n = np.fft.irfft(spectrum, len(y))
+        n /= np.sqrt(max(np.mean(n**2), 1e-20))
+    return y + n * np.sqrt(np.mean(y.astype(np.float64) ** 2) / 10 ** (snr_db / 10))
+
+
+def reverb(y: np.ndarray, sr: int, rt60: float, rng: Rng) -> np.ndarray:
+    """Convolve with a synthetic room response: the direct sound, then exponentially
+    decaying noise (60 dB down after ``rt60`` seconds); the level is kept."""
+    t = np.arange(int(min(rt60, 1.0) * sr)) / sr
+    rir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60) * 0.3
+    rir[0] = 1.0
+    wet = sps.fftconvolve(y, rir)[: len(y)]
+    return wet * np.sqrt(np.mean(y.astype(np.float64) ** 2) / max(np.mean(wet**2), 1e-20))
+
+
+def phone(y: np.ndarray, sr: int, rate: float, rng: Rng) -> np.ndarray:
+    """A telephone line: down to ``rate`` Hz, the 300-3400 Hz band, 8-bit mu-law (G.711), back to ``sr``."""
+    narrow = soxr.resample(y, sr, rate)
+    narrow = sps.sosfilt(sps.butter(4, [300, 3400], btype="band", fs=rate, output="sos"), narrow)
+    peak = max(float(np.max(np.abs(narrow))), 1e-9)
+    mu = np.sign(narrow) * np.log1p(255 * np.abs(narrow / peak)) / np.log1p(255)
+    mu = np.round(mu * 127) / 127
+    narrow = np.sign(mu) * np.expm1(np.abs(mu) * np.log1p(255)) / 255 * peak
+    return _fit(soxr.resample(narrow, rate, sr), len(y))
+
+
+def mp3(y: np.ndarray, sr: int, level: float, rng: Rng) -> np.ndarray:
+    """Encode to MP3 at compression ``level`` (0 best, 1 smallest) and decode again."""
+    buf = io.BytesIO()
+    peak = max(1.0, float(np.max(np.abs(y))))
+    sf.write(buf, y / peak, sr, format="MP3", subtype="MPEG_LAYER_III", compression_level=level)
+    buf.seek(0)
+    return _fit(sf.read(buf, dtype="float32")[0] * peak, len(y))
+
+
+def channel(y: np.ndarray, sr: int, copy: float, rng: Rng) -> np.ndarray:
+    """One random recording chain per utterance (see the module docstring); ``copy``
+    only tells the draws of different copies apart (it salts the seed)."""
+    rng = np.random.default_rng([int(rng.integers(2**32)), int(copy)])
+    if rng.random() < 0.5:
+        y = reverb(y, sr, rng.uniform(0.2, 1.0), rng)
+    line = rng.random()
+    if line < 0.3:
+        y = phone(y, sr, 8000, rng)
+    elif line < 0.55:
+        y = mp3(y, sr, rng.uniform(0.6, 1.0), rng)
+    return noise(y, sr, rng.uniform(5, 30), rng, pink=rng.random() < 0.5)
+
+
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` cut or zero-padded to ``n`` samples."""
+    return np.pad(y[:n], (0, max(0, n - len(y))))
+
+
+# kind -> (transform, lowest value, highest value)
+KINDS: dict[str, tuple[Callable[..., np.ndarray], float, float]] = {
+    "speed": (speed, 0.5, 2.0), "noise": (noise, -10.0, 80.0), "reverb": (reverb, 0.05, 3.0),
+    "phone": (phone, 7000, 16000), "mp3": (mp3, 0.0, 1.0), "channel": (channel, 1, 99),
+}
 
 
 @dataclass(frozen=True)
 class WaveAugment:
-    """One waveform transform: ``kind`` ("speed" factor or "noise" SNR in dB) and its ``value``."""
+    """One waveform transform: ``kind`` (a key of :data:`KINDS`) and its ``value``."""
 
     kind: str
     value: float
@@ -39,19 +123,16 @@ class WaveAugment:
             number = float(value)
         except ValueError:
             number = None
-        bounds = KINDS.get(kind)
-        if bounds is None or number is None or not bounds[0] <= number <= bounds[1]:
+        known = KINDS.get(kind)
+        if known is None or number is None or not known[1] <= number <= known[2]:
             raise ConfigError(f"bad augmentation {spec!r}",
-                              fix="use speed:F (0.5-2, e.g. speed:0.9) or noise:SNR_DB (e.g. noise:20)")
+                              fix="use speed:F (0.5-2), noise:SNR_DB, reverb:RT60_S, phone:8000, mp3:LEVEL (0-1) "
+                                  "or channel:COPY (1-99), e.g. speed:0.9,channel:1")
         return cls(kind, number)
 
     def __call__(self, y: np.ndarray, sr: int) -> np.ndarray:
-        if self.kind == "speed":  # play the samples back ``value`` times faster
-            return soxr.resample(y, sr * self.value, sr).astype(np.float32)
         rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(y).tobytes()))
-        power = float(np.mean(y.astype(np.float64) ** 2))
-        noise = rng.standard_normal(len(y)) * np.sqrt(power / 10 ** (self.value / 10))
-        return (y + noise).astype(np.float32)
+        return KINDS[self.kind][0](y, sr, self.value, rng).astype(np.float32)
 
 
 def parse_all(specs: tuple[str, ...]) -> tuple[WaveAugment, ...]:
