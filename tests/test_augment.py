@@ -111,7 +111,7 @@ def test_dataset_carries_aligned_augmented_copies_normalised_on_their_own(ravdes
     ds = load_dataset(ravdess_dir, features=FeatureConfig(n_mels=32), augment=("speed:1.1", "noise:10"),
                       cache_dir=tmp_path / "cache", progress=False)
     assert len(ds.augmented) == 2 and all(len(a) == len(ds.features) for a in ds.augmented)
-    feats, augmented = model_inputs(ds, TrainConfig(speaker_norm=True, augment=("speed:1.1", "noise:10")))
+    feats, augmented = model_inputs(ds, speaker_norm=True)
     speaker = [i for i, s in enumerate(ds.speakers) if s == ds.speakers[0]]
     for copy in augmented:  # every copy is z-scored with its own per-speaker statistics
         frames = np.concatenate([copy[i] for i in speaker], axis=1)

@@ -1,5 +1,6 @@
 """The ``emovox`` command end to end on a synthetic RAVDESS-shaped corpus."""
 
+import dataclasses
 import json
 import os
 import re
@@ -152,3 +153,42 @@ def test_leave_one_corpus_out_over_two_corpora(ravdess_dir, tmp_path):
     r = run("evaluate", "--data", ravdess_dir, "--folds", "loco", "--out", tmp_path / "one",
             "--cache-dir", tmp_path / "cache", *FAST)
     assert r.exit_code == 2 and "at least two corpora" in r.output
+
+
+def test_train_and_evaluate_take_every_settings_override():
+    import inspect
+
+    from emovox import cli
+    from emovox.settings import Overrides
+
+    names = {f.name for f in dataclasses.fields(Overrides)}
+    for command in (cli.train, cli.evaluate):
+        assert names <= set(inspect.signature(command).parameters), command.__name__
+
+
+def test_override_options_reach_the_settings(tmp_path, monkeypatch):
+    from emovox import experiment
+
+    seen = {}
+
+    def fake(name):
+        def entry(data, out, settings, **kw):
+            seen[name] = settings
+            return {"name": name, "validation": {"ua": 1.0, "wa": 1.0}, "ua": 1.0, "wa": 1.0, "macro_f1": 1.0}
+        return entry
+
+    monkeypatch.setattr(experiment, "train", fake("train"))
+    monkeypatch.setattr(experiment, "evaluate", fake("evaluate"))
+    options = ["--model", "mlp", "--epochs", "2", "--seed", "3", "--speaker-norm", "--classes", "angry,sad",
+               "--merge", "calm=neutral", "--augment", "speed:1.1", "--device", "cpu", "--precision", "fp32"]
+    for command in ("train", "evaluate"):
+        r = run(command, "--data", tmp_path, "--out", tmp_path / command, *options)
+        assert r.exit_code == 0, r.output
+        s = seen[command]
+        assert s.speaker_norm and s.classes == ("angry", "sad") and s.merge == {"calm": "neutral"}
+        assert (s.train.model, s.train.epochs, s.train.seed) == ("mlp", 2, 3)
+        assert (s.train.augment, s.train.device, s.train.precision) == (("speed:1.1",), "cpu", "fp32")
+        assert not run(command, "--data", tmp_path, "--out", tmp_path / command, "--no-speaker-norm").exit_code
+        assert not seen[command].speaker_norm
+        r = run(command, "--data", tmp_path, "--out", tmp_path / command, "--ssl-mode", "thawed")
+        assert r.exit_code == 2 and "unknown ssl mode" in r.output

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,34 @@ def test_settings_file_roundtrip_and_errors(tmp_path):
     cfg.write_text("train: {modle: cnn}\n")
     with pytest.raises(ConfigError, match="modle"):
         Settings.build(cfg)
+
+
+def test_speaker_norm_is_a_data_setting_and_the_old_train_key_still_reads(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train: {model: cnn, speaker_norm: true}\n")  # the spelling of configs before the move
+    old = Settings.build(cfg)
+    assert old.speaker_norm and old.train.model == "cnn" and not hasattr(old.train, "speaker_norm")
+    cfg.write_text("train: {model: cnn}\ndata: {speaker_norm: true}\n")
+    new = Settings.build(cfg)
+    assert new == old and new.to_dict()["data"]["speaker_norm"] is True and "speaker_norm" not in new.to_dict()["train"]
+    assert not Settings.build(cfg, speaker_norm=False).speaker_norm  # --no-speaker-norm wins
+    assert Settings.from_doc(json.loads(json.dumps(new.to_dict()))) == new
+    cfg.write_text("train: {speaker_norm: true}\ndata: {speaker_norm: false}\n")
+    with pytest.raises(ConfigError, match="both data: and train:"):
+        Settings.build(cfg)
+
+
+def test_resume_reads_speaker_norm_from_an_old_run_dirs_train_section(tmp_path, monkeypatch):
+    """A run dir written before speaker_norm moved has it under train: (configs/bundled-run is one)."""
+    doc = json.loads((Path(__file__).parents[1] / "configs" / "bundled-run" / "config.json").read_text())
+    assert "speaker_norm" in doc["train"] and "speaker_norm" not in doc["data"]
+    doc["train"]["speaker_norm"] = True
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(doc))
+    seen = []
+    monkeypatch.setattr(experiment, "train", lambda data, out, settings, **kw: seen.append(settings))
+    experiment.resume(tmp_path / "run", device="cpu")
+    assert seen[0].speaker_norm and seen[0].train.model == "kernel" and seen[0].classes
 
 
 def _train_cmd(data, out, cache, epochs):

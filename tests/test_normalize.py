@@ -29,7 +29,7 @@ def test_by_speaker_zscores_each_speakers_frames():
 
 def test_speaker_normalised_run_predicts_adapts_and_says_so(ravdess_dir, tmp_path):
     settings = Settings(features=FeatureConfig(n_mels=32, clip_s=1.0),
-                        train=TrainConfig(model="cnn", epochs=3, batch_size=8, speaker_norm=True))
+                        train=TrainConfig(model="cnn", epochs=3, batch_size=8), speaker_norm=True)
     metrics = experiment.train(ravdess_dir, tmp_path / "run", settings, cache_dir=tmp_path / "c", progress=False)
     assert "speaker norm" in metrics["name"]
     p = Predictor.load(tmp_path / "run")

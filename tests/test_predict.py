@@ -113,3 +113,60 @@ def test_a_folder_is_every_audio_file_under_it(predictor, tmp_path):
     assert [r["duration_s"] for r in rows] == [1.1, 1.2, 1.0]
     with pytest.raises(AudioError, match="is a folder, not a file"):
         predictor.predict(tmp_path / "rec")
+
+
+def _recording(tmp_path, sr=16000):
+    """Four tones between silences: four speech segments."""
+    silence = np.zeros(int(0.8 * sr), np.float32)
+    parts = [silence]
+    for i, emo in enumerate(("angry", "sad", "happy", "neutral")):
+        parts += [tone(PITCH[emo], 1.2, sr, seed=i), silence]
+    return write(tmp_path / "rec.wav", np.concatenate(parts), sr)
+
+
+def _counting(monkeypatch, module, name):
+    calls = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_speaker_normalised_timeline_decodes_once_and_uses_the_recordings_statistics(predictor, tmp_path,
+                                                                                    monkeypatch):
+    import dataclasses
+
+    from emovox import audio, frontend, predict
+    from emovox.normalize import Stats
+    from emovox.segment import speech_segments
+
+    normed = Predictor(predictor.model, dataclasses.replace(predictor.spec, speaker_norm=True))
+    path = _recording(tmp_path)
+    segments = list(speech_segments(audio.stream(path, sr=16000), 16000))
+    stats = Stats.of([frontend.extract(s.audio, normed.features) for s in segments])  # the old first pass
+    expected = normed.predict_signals([s.audio for s in segments], stats=stats)
+    streams = _counting(monkeypatch, audio, "stream")
+    extracted = _counting(monkeypatch, predict, "extract_batch")
+    rows = normed.timeline(path, batch=3)
+    assert len(streams) == 1 and sum(len(args[0]) for args in extracted) == len(segments)  # once each
+    assert [(r["start"], r["end"]) for r in rows] == [(round(s.start, 3), round(s.end, 3)) for s in segments]
+    for row, want in zip(rows, expected, strict=True):
+        assert row["label"] == want["label"]
+        np.testing.assert_allclose(list(row["scores"].values()), list(want["scores"].values()), atol=1e-6)
+    with open(path, "rb") as fh:  # an upload's file object (the service's /v1/timeline) likewise
+        assert normed.timeline(fh, batch=3) == rows and len(streams) == 2
+
+
+def test_timeline_of_a_plain_model_scores_segments_in_batches_as_it_streams(predictor, tmp_path, monkeypatch):
+    from emovox import audio
+
+    path = _recording(tmp_path)
+    expected = predictor.timeline(path)
+    streams = _counting(monkeypatch, audio, "stream")
+    scored = _counting(monkeypatch, predictor, "predict_signals")
+    assert predictor.timeline(path, batch=3) == expected
+    assert len(streams) == 1 and [len(args[0]) for args in scored] == [3, 1]

@@ -18,10 +18,10 @@ from emovox.train import TrainConfig, fit
 def test_cnn_on_ravdess_actors_it_never_heard(real_data, tmp_path):
     """4 classes of RAVDESS; fit on actors 7-24, early-stop on 5-6, test on 1-4."""
     cfg = FeatureConfig()
-    train = TrainConfig(model="cnn", epochs=8, speaker_norm=True)
+    train = TrainConfig(model="cnn", epochs=8)
     ds = load_dataset(real_data / "ravdess", corpus="ravdess", features=cfg,
                       classes=("neutral", "happy", "sad", "angry"), cache_dir=tmp_path, jobs=2, progress=False)
-    feats, _ = model_inputs(ds, train)
+    feats, _ = model_inputs(ds, speaker_norm=True)
     actor = np.array([int(s.split(":")[1]) for s in ds.speakers])
     test, val, fit_idx = np.where(actor <= 4)[0], np.where((actor == 5) | (actor == 6))[0], np.where(actor > 6)[0]
     result = fit(feats, ds.y, fit_idx, val, n_classes=4, n_frames=cfg.clip_frames, cfg=train, progress=False)

@@ -119,7 +119,7 @@ def test_speaker_normalised_mlp_end_to_end(tmp_path, random_ge2e):
     """Train the MLP on eGeMAPS + GE2E of a synthetic corpus; predict needs a speaker's statistics."""
     corpus = make_ravdess(tmp_path / "ravdess")
     settings = Settings(features=FeatureConfig(kind="utterance", speaker_encoder=random_ge2e),
-                        train=TrainConfig(model="mlp", epochs=30, batch_size=8, speaker_norm=True))
+                        train=TrainConfig(model="mlp", epochs=30, batch_size=8), speaker_norm=True)
     metrics = experiment.train(corpus, tmp_path / "run", settings, cache_dir=tmp_path / "cache", progress=False)
     assert metrics["validation"]["ua"] >= 0.75
     assert metrics["name"] == "mlp [egemaps + ge2e] + speaker norm on ravdess (4 classes)"

@@ -100,10 +100,12 @@ def _required(out: Path | None) -> Path:
     return out
 
 
-def _settings(config: Path | None, **overrides):
-    from emovox.settings import Settings
+def _settings(config: Path | None, args: dict):
+    """Settings from ``--config`` and the override options among a command's arguments
+    ``args`` (:class:`~emovox.settings.Overrides` names them, once)."""
+    from emovox.settings import Overrides, Settings
 
-    return Settings.build(config, **overrides)
+    return Settings.build(config, **Overrides.pick(args))
 
 
 def _data(items: list[str] | None):
@@ -135,9 +137,7 @@ def train(out: Out = None, data: Data = None, corpus: Corpus = "auto", model: Mo
     from emovox import distributed, experiment
 
     if resume is None:
-        s = _settings(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
-                      merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
-                      precision=precision)
+        s = _settings(config, locals())
         job = (experiment.train, _data(data), _required(out), s)
         kw = dict(corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=not quiet)
     else:
@@ -174,9 +174,7 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
                               precision=precision)
         out = resume
     else:
-        s = _settings(config, model=model, epochs=epochs, seed=seed, speaker_norm=speaker_norm, classes=classes,
-                      merge=merge, backbone=backbone, ssl_mode=ssl_mode, augment=augment, device=device,
-                      precision=precision)
+        s = _settings(config, locals())
         m = experiment.evaluate(_data(data), _required(out), s, corpus=corpus, folds=folds,
                                 with_baseline=baseline, cache_dir=cache_dir, jobs=jobs, threads=threads,
                                 strict=strict, progress=not quiet)

@@ -35,27 +35,30 @@ log = logging.getLogger("emovox")
 
 
 def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
-                   folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = DEFAULT_CACHE,
-                   jobs: int = 1, threads: int | None = None, progress: bool = True) -> dict:
+                   speaker_norm: bool = False, folds: int | str = 5, with_baseline: bool = False,
+                   cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1, threads: int | None = None,
+                   progress: bool = True) -> dict:
     """Speaker-grouped cross-validation of one model (and optionally the eGeMAPS+SVM baseline).
 
     Writes ``metrics.json`` (``ua``, ``wa``, ``macro_f1``, ``folds``), ``report.md`` and
     ``confusion_matrix.png`` into ``out``; finished folds are reused on a rerun. ``jobs``
-    folds run in parallel processes with ``threads`` torch threads each.
+    folds run in parallel processes with ``threads`` torch threads each. With
+    ``speaker_norm`` the model's features and the baseline's are z-scored per speaker.
     """
     out = open_run(out)
     train = for_features(train, features)
     splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed,
                         corpora=[u.corpus for u in ds.utterances])
     independent = all(f.speaker_independent for f in splits)
-    inputs = model_inputs(ds, train)
+    inputs = model_inputs(ds, speaker_norm=speaker_norm)
     y_pred = np.zeros_like(ds.y)
     fold_rows = []
     for fold, (row, pred) in zip(splits, _run_folds(ds, inputs, splits, out, features, train, independent,
                                                     jobs, threads, progress), strict=True):
         y_pred[fold.test] = pred
         fold_rows.append(row)
-    name = run_name(train, features, ds) + ("" if independent else " [random-utterance split]")
+    name = run_name(train, features, ds, speaker_norm=speaker_norm)
+    name += "" if independent else " [random-utterance split]"
     metrics = summarise(ds.y, y_pred, fold_rows, ds.labels, name=name, speaker_independent=independent,
                         extra={"n_folds": len(splits), "skipped": ds.skipped, "emovox_version": __version__,
                                "calibration": {k: float(np.mean([r[k] for r in fold_rows]))
@@ -65,7 +68,7 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     if with_baseline:
         metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
                                            seed=train.seed, independent=independent,
-                                           speaker_norm=train.speaker_norm)
+                                           speaker_norm=speaker_norm)
     write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], ds.labels, out / "confusion_matrix.png", title=name)
     report = report_markdown(metrics, baseline=metrics.get("baseline"), image="confusion_matrix.png")

@@ -99,10 +99,11 @@ def _relabel(u: Utterance, label: str) -> Utterance:
     return u if u.label == label else Utterance(u.path, label, u.speaker, u.corpus, u.meta)
 
 
-def model_inputs(ds: Dataset, train) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
-    """The features the model sees, and those of the augmented copies: speaker-normalised
-    when the run asks for it (each copy with its own statistics, as a new speaker would be)."""
-    if not train.speaker_norm:
+def model_inputs(ds: Dataset, *, speaker_norm: bool) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """The features the model sees, and those of the augmented copies: with ``speaker_norm``
+    (:attr:`emovox.settings.Settings.speaker_norm`), z-scored per speaker (each copy with its
+    own statistics, as a new speaker would be)."""
+    if not speaker_norm:
         return ds.features, ds.augmented
     return (normalize.by_speaker(ds.features, ds.speakers),
             [normalize.by_speaker(feats, ds.speakers) for feats in ds.augmented])

@@ -34,11 +34,12 @@ log = logging.getLogger("emovox")
 
 
 def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
-              progress: bool = True) -> dict:
-    """Train one model on all speakers (some held out for early stopping); write a run dir."""
+              speaker_norm: bool = False, progress: bool = True) -> dict:
+    """Train one model on all speakers (some held out for early stopping); write a run dir.
+    With ``speaker_norm`` the features are z-scored per speaker, and the model says so."""
     out = open_run(out)
     train = for_features(train, features)
-    feats, augmented = model_inputs(ds, train)
+    feats, augmented = model_inputs(ds, speaker_norm=speaker_norm)
     idx = np.arange(len(ds.y))
     fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
     result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
@@ -46,14 +47,15 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     calibration = calibrate_and_measure(result.model, feats, ds.y, val_idx, val_idx, clip_frames(features))
     probs = score_features(result.model, [feats[i] for i in val_idx], clip_frames(features))
     val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
-    metrics = {"name": run_name(train, features, ds), "validation": val, "calibration": calibration,
-               "best_epoch": result.best_epoch,
+    metrics = {"name": run_name(train, features, ds, speaker_norm=speaker_norm), "validation": val,
+               "calibration": calibration, "best_epoch": result.best_epoch,
                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "history": result.history,
                "n_train": len(fit_idx), "skipped": ds.skipped,
                "ranks": {"world_size": distributed.world(), "weights_sha256": distributed.gather(
                    _weights_digest(result.model))}}
     if distributed.is_main():
-        models.save(out / "model.pt", result.model, spec=model_spec(ds, features, train, result.model))
+        spec = model_spec(ds, features, train, result.model, speaker_norm=speaker_norm)
+        models.save(out / "model.pt", result.model, spec=spec)
         write_json(out / "metrics.json", metrics)
         (out / "checkpoint.pt").unlink(missing_ok=True)
     distributed.barrier()
@@ -70,7 +72,8 @@ def _weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: models.Classifier) -> ModelSpec:
+def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: models.Classifier, *,
+               speaker_norm: bool = False) -> ModelSpec:
     """What a checkpoint needs to rebuild and use the model without the training code
     (a model family with pretrained parts says how to rebuild them from config alone)."""
     kwargs = dict(train.model_kwargs)
@@ -82,7 +85,7 @@ def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: 
                       "n_classes": len(ds.labels), **kwargs},
         labels=tuple(ds.labels),
         features=features,
-        speaker_norm=train.speaker_norm,
+        speaker_norm=speaker_norm,
         train_config=to_dict(train),
         corpora=tuple(sorted({u.corpus for u in ds.utterances})),
     )
@@ -109,7 +112,7 @@ def train(data: DataSource | None, out: str | Path, settings: Settings | None = 
     s = settings or Settings.build()
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
     write_config(open_run(out), **s.to_dict(), corpus=source_record(data, corpus, cache_dir))
-    return train_run(ds, out, features=s.features, train=s.train, progress=progress)
+    return train_run(ds, out, features=s.features, train=s.train, speaker_norm=s.speaker_norm, progress=progress)
 
 
 def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: int = 1,
@@ -142,6 +145,7 @@ def evaluate(data: DataSource | None, out: str | Path, settings: Settings | None
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
     write_config(open_run(out), **s.to_dict(), corpus=source_record(data, corpus, cache_dir),
                  folds=folds, baseline=with_baseline)
-    return cross_validate(ds, out, features=s.features, train=s.train, folds=folds, with_baseline=with_baseline,
+    return cross_validate(ds, out, features=s.features, train=s.train, speaker_norm=s.speaker_norm, folds=folds,
+                          with_baseline=with_baseline,
                           cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, threads=threads,
                           progress=progress)

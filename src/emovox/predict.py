@@ -5,7 +5,7 @@ This module never imports training code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -184,39 +184,50 @@ class Predictor:
         """Classify each speech segment of a recording of any length (streamed from disk).
 
         Returns rows ``{"start": s, "end": s, "label": ..., "scores": {...}}`` in seconds.
-        A speaker-normalised model without :meth:`adapt` statistics takes them from the
-        recording's own speech in a first pass.
+        Segments are scored ``batch`` at a time as they are found. A speaker-normalised
+        model without :meth:`adapt` statistics takes them from the recording's own speech:
+        the features of every segment are kept (never the audio), then normalised and scored.
         """
-        stats = self.speaker_stats_
-        if self.speaker_norm and stats is None:
-            stats = Stats()
-            for seg in self._segments(path, vad):
-                stats.update(extract_batch([seg.audio], self.features, device=self.device)[0])
-            stats = stats if stats.n >= 2 else None
-        rows: list[dict] = []
-        pending: list[Segment] = []
         # the BLAS products here are small (mel filterbanks): a second BLAS thread only fights
         # the threads that process segments side by side (measured in benchmarks/inference.py)
         with threadpool_limits(1, user_api="blas"):
-            for seg in self._segments(path, vad):
-                pending.append(seg)
-                if len(pending) >= batch:
-                    rows += self._segment_rows(pending, stats)
-                    pending = []
-            return rows + self._segment_rows(pending, stats)
+            if self.speaker_norm and self.speaker_stats_ is None:
+                return self._timeline_own_stats(path, vad, batch)
+            rows: list[dict] = []
+            for segments in self._segment_batches(path, vad, batch):
+                rows += _rows([(s.start, s.end) for s in segments], self.predict_signals([s.audio for s in segments]))
+            return rows
 
-    def _segments(self, source, vad: VadConfig | None):
+    def _timeline_own_stats(self, path, vad: VadConfig | None, batch: int) -> list[dict]:
+        """:meth:`timeline` normalised with the statistics of the recording's own speech: one
+        decode and one feature extraction, the features kept until all are seen."""
+        spans: list[tuple[float, float]] = []  # times only: the audio goes once its features are out
+        feats: list[np.ndarray] = []
+        for segments in self._segment_batches(path, vad, batch):
+            feats += extract_batch([s.audio for s in segments], self.features, device=self.device)
+            spans += [(s.start, s.end) for s in segments]
+        stats = Stats.of(feats)
+        stats = stats if stats.n >= 2 else None
+        rows: list[dict] = []
+        for i in range(0, len(feats), batch):
+            times = spans[i : i + batch]
+            inputs = self._normalise(feats[i : i + batch], stats)
+            rows += _rows(times, self.score(inputs, [end - start for start, end in times]))
+        return rows
+
+    def _segment_batches(self, source, vad: VadConfig | None, batch: int) -> Iterator[list[Segment]]:
+        """The recording's speech segments, decoded as a stream, ``batch`` at a time."""
         if hasattr(source, "seek"):
             source.seek(0)
         sr = self.features.sample_rate
-        return speech_segments(audio.stream(source, sr=sr), sr, vad)
-
-    def _segment_rows(self, segments: list[Segment], stats: Stats | None) -> list[dict]:
-        if not segments:
-            return []
-        results = self.predict_signals([s.audio for s in segments], stats=stats)
-        return [{"start": round(s.start, 3), "end": round(s.end, 3), "label": r["label"], "scores": r["scores"]}
-                for s, r in zip(segments, results, strict=True)]
+        pending: list[Segment] = []
+        for seg in speech_segments(audio.stream(source, sr=sr), sr, vad):
+            pending.append(seg)
+            if len(pending) >= batch:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
 
     def _signals(self, x: Input | Sequence[Input], sr: int | None) -> tuple[list[np.ndarray], bool]:
         """Mono signals at the model's rate, and whether ``x`` was a single input."""
@@ -238,3 +249,9 @@ class Predictor:
     def _result(self, probs: np.ndarray, seconds: float) -> dict:
         scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
+
+
+def _rows(spans: Sequence[tuple[float, float]], results: Sequence[dict]) -> list[dict]:
+    """Timeline rows: each segment's (start, end) in seconds with its label and scores."""
+    return [{"start": round(start, 3), "end": round(end, 3), "label": r["label"], "scores": r["scores"]}
+            for (start, end), r in zip(spans, results, strict=True)]

@@ -20,13 +20,13 @@ from emovox.files import write_json
 __all__ = ["open_run", "run_name", "source_record", "write_config", "write_json"]
 
 
-def run_name(train, features: FeatureConfig, ds) -> str:
+def run_name(train, features: FeatureConfig, ds, *, speaker_norm: bool = False) -> str:
     """E.g. ``cnn + speaker norm on emodb (7 classes)``; inputs other than log-mel are named
     (except the encoder inputs that the ssl models imply)."""
     corpora = "+".join(sorted({u.corpus for u in ds.utterances}))
     shown = " + ".join(features.utterance) if features.kind == "utterance" else features.kind
     inputs = "" if features.kind in ("logmel", "ssl", "waveform") else f" [{shown}]"
-    norm = " + speaker norm" if train.speaker_norm else ""
+    norm = " + speaker norm" if speaker_norm else ""
     aug = f" + {', '.join(train.augment)}" if train.augment else ""
     return f"{train.model}{inputs}{norm}{aug} on {corpora} ({len(ds.labels)} classes)"
 

@@ -60,9 +60,6 @@ class TrainConfig:
     class_weights : bool
         Weight the loss by inverse class frequency of the training fold (and, when the
         data pools several corpora, by corpus within each class).
-    speaker_norm : bool
-        Z-score features per speaker (from that speaker's unlabelled audio) before the
-        model; the run's name and report say so. See :mod:`emovox.normalize`.
     spec_augment : bool
         Random time and frequency masks on training inputs.
     augment : tuple of str
@@ -94,7 +91,6 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 20
     class_weights: bool = True
-    speaker_norm: bool = False
     spec_augment: bool = True
     augment: tuple[str, ...] = ()
     val_fraction: float = 0.2
