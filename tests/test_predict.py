@@ -170,3 +170,25 @@ def test_timeline_of_a_plain_model_scores_segments_in_batches_as_it_streams(pred
     scored = _counting(monkeypatch, predictor, "predict_signals")
     assert predictor.timeline(path, batch=3) == expected
     assert len(streams) == 1 and [len(args[0]) for args in scored] == [3, 1]
+
+
+def test_map_ordered_runs_items_side_by_side_on_one_thread_each_in_order():
+    import threading
+
+    import torch
+
+    from emovox.predict import _map_ordered
+
+    before = torch.get_num_threads()
+    both_running = threading.Barrier(2, timeout=10)  # passes only if two items run at once
+
+    def work(i):
+        if i < 2:
+            both_running.wait()
+        return i * i, torch.get_num_threads()
+
+    out = list(_map_ordered(work, iter(range(7)), 2))
+    assert [item for item, _ in out] == list(range(7))
+    assert [r for _, (r, _) in out] == [i * i for i in range(7)]
+    assert {threads for _, (_, threads) in out} == {1}
+    assert torch.get_num_threads() == before

@@ -5,9 +5,11 @@ This module never imports training code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +28,8 @@ from emovox.normalize import Stats
 from emovox.segment import Segment, VadConfig, speech_segments
 
 BATCH_WINDOWS = 64
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @torch.inference_mode()
@@ -180,31 +184,33 @@ class Predictor:
             speakers = list(range(len(feats)))
         return normalize.by_speaker(feats, speakers, stats=stats)
 
-    def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 32) -> list[dict]:
+    def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 8) -> list[dict]:
         """Classify each speech segment of a recording of any length (streamed from disk).
 
         Returns rows ``{"start": s, "end": s, "label": ..., "scores": {...}}`` in seconds.
-        Segments are scored ``batch`` at a time as they are found. A speaker-normalised
-        model without :meth:`adapt` statistics takes them from the recording's own speech:
-        the features of every segment are kept (never the audio), then normalised and scored.
+        Segments are scored ``batch`` at a time as they are found, as many batches side by
+        side as torch may use threads (:func:`_map_ordered`). A speaker-normalised model
+        without :meth:`adapt` statistics takes them from the recording's own speech: the
+        features of every segment are kept (never the audio), then normalised and scored.
         """
-        # the BLAS products here are small (mel filterbanks): a second BLAS thread only fights
-        # the threads that process segments side by side (measured in benchmarks/inference.py)
-        with threadpool_limits(1, user_api="blas"):
-            if self.speaker_norm and self.speaker_stats_ is None:
-                return self._timeline_own_stats(path, vad, batch)
-            rows: list[dict] = []
-            for segments in self._segment_batches(path, vad, batch):
-                rows += _rows([(s.start, s.end) for s in segments], self.predict_signals([s.audio for s in segments]))
-            return rows
+        workers = torch.get_num_threads()
+        if self.speaker_norm and self.speaker_stats_ is None:
+            return self._timeline_own_stats(path, vad, batch, workers)
+        rows: list[dict] = []
+        for segments, results in _map_ordered(lambda segs: self.predict_signals([s.audio for s in segs]),
+                                              self._segment_batches(path, vad, batch), workers):
+            rows += _rows([(s.start, s.end) for s in segments], results)
+        return rows
 
-    def _timeline_own_stats(self, path, vad: VadConfig | None, batch: int) -> list[dict]:
+    def _timeline_own_stats(self, path, vad: VadConfig | None, batch: int, workers: int) -> list[dict]:
         """:meth:`timeline` normalised with the statistics of the recording's own speech: one
         decode and one feature extraction, the features kept until all are seen."""
         spans: list[tuple[float, float]] = []  # times only: the audio goes once its features are out
         feats: list[np.ndarray] = []
-        for segments in self._segment_batches(path, vad, batch):
-            feats += extract_batch([s.audio for s in segments], self.features, device=self.device)
+        for segments, part in _map_ordered(lambda segs: extract_batch([s.audio for s in segs], self.features,
+                                                                      device=self.device),
+                                           self._segment_batches(path, vad, batch), workers):
+            feats += part
             spans += [(s.start, s.end) for s in segments]
         stats = Stats.of(feats)
         stats = stats if stats.n >= 2 else None
@@ -255,3 +261,31 @@ def _rows(spans: Sequence[tuple[float, float]], results: Sequence[dict]) -> list
     """Timeline rows: each segment's (start, end) in seconds with its label and scores."""
     return [{"start": round(start, 3), "end": round(end, 3), "label": r["label"], "scores": r["scores"]}
             for (start, end), r in zip(spans, results, strict=True)]
+
+
+def _map_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R]]:
+    """``(item, fn(item))`` for each item, in order, ``workers`` items side by side, each
+    computing on one thread (torch, BLAS, openSMILE), with at most ``2 * workers`` in flight.
+
+    Long recordings are scored so: one segment batch per thread keeps both cores of a small
+    machine busy, where one batch on two threads leaves them idle between its steps and,
+    when other processes want the cores too, loses most of them to threads spinning while
+    they wait for each other (benchmarks/inference.py: 11x against 50x real time on a
+    loaded 2-core machine). Torch's thread count is the process's, so it is lowered for the
+    duration of the call and then restored.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1), ThreadPoolExecutor(max(1, workers)) as pool:
+            pending: deque = deque()
+            for item in items:
+                pending.append((item, pool.submit(fn, item)))
+                if len(pending) > 2 * workers:
+                    item, done = pending.popleft()
+                    yield item, done.result()
+            while pending:
+                item, done = pending.popleft()
+                yield item, done.result()
+    finally:
+        torch.set_num_threads(threads)
