@@ -270,9 +270,8 @@ def _map_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
     Long recordings are scored so: one segment batch per thread keeps both cores of a small
     machine busy, where one batch on two threads leaves them idle between its steps and,
     when other processes want the cores too, loses most of them to threads spinning while
-    they wait for each other (benchmarks/inference.py: 11x against 50x real time on a
-    loaded 2-core machine). Torch's thread count is the process's, so it is lowered for the
-    duration of the call and then restored.
+    they wait for each other (docs/benchmarks.md, "Inference speed"). Torch's thread count
+    is the process's, so it is lowered for the duration of the call and then restored.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
