@@ -137,3 +137,9 @@ def test_training_draws_originals_and_copies_of_training_utterances_only(monkeyp
     originals, copied = {id(feats[i]) for i in fit_idx}, {id(copies[i]) for i in fit_idx}
     assert seen and set(seen) <= originals | copied
     assert len(set(seen) & originals) > 8 and len(set(seen) & copied) > 8
+
+
+def test_mp3_takes_every_level_in_its_range():
+    y = tone(300, 0.5, SR)
+    for level in (0.0, 0.99995, 1.0):  # libsndfile itself refuses levels above 0.9999
+        assert len(WaveAugment.parse(f"mp3:{level}")(y, SR)) == len(y)

@@ -34,6 +34,7 @@ from emovox.features import FeatureConfig
 from emovox.frontend import extract_batch
 
 Rng = np.random.Generator
+MP3_MAX_LEVEL = 0.9999  # libsndfile refuses higher MP3 compression levels
 
 
 def speed(y: np.ndarray, sr: int, factor: float, rng: Rng) -> np.ndarray:
@@ -76,6 +77,7 @@ def phone(y: np.ndarray, sr: int, rate: float, rng: Rng) -> np.ndarray:
 def mp3(y: np.ndarray, sr: int, level: float, rng: Rng) -> np.ndarray:
     """Encode to MP3 at compression ``level`` (0 best, 1 smallest) and decode again."""
     buf = io.BytesIO()
+    level = min(level, MP3_MAX_LEVEL)
     peak = max(1.0, float(np.max(np.abs(y))))
     sf.write(buf, y / peak, sr, format="MP3", subtype="MPEG_LAYER_III", compression_level=level)
     buf.seek(0)
