@@ -67,6 +67,9 @@ class OnnxModel:
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
+        # idle pool threads sleep rather than spin: calls that run side by side (timeline's
+        # segment batches) or beside other processes would lose the cores to spinning
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map.get("emovox_spec")
