@@ -56,6 +56,7 @@ SYSTEMS = [
     ("loco", "kernel", False, SPEED + CHANNEL),  # ... and one channel-simulated copy
     ("loco", "kernel", False, SPEED + CHANNEL + ("channel:2",)),  # ... and two
     ("loco", "kernel", False, CHANNEL),  # channel simulation alone
+    ("loco", "kernel", False, ("speed:0.95", "speed:1.05")),  # milder speed perturbation
     ("loco", "mlp", False, ()),  # the previous best recipe (eGeMAPS + GE2E -> MLP)
     ("loco", "kernel", False, (), ("egemaps", "ge2e")),  # kernel machine on the previous vectors
     ("loco", "mlp", False, (), ("egemaps_rel", "ge2e", "ge2e_layers")),  # MLP on the kernel's vectors
@@ -74,6 +75,9 @@ def tag(corpus: str, model: str, spk: bool, augment: tuple, parts: tuple = ()) -
     vectors = f"[{'+'.join(parts)}]" if parts else ""
     kinds = [spec.partition(":")[0] for spec in augment]
     copies = "".join(f"+{k}{n if n > 1 and k != 'speed' else ''}" for k, n in Counter(kinds).items())
+    if "speed" in kinds and tuple(s for s in augment if s.startswith("speed")) != SPEED:
+        copies = copies.replace("+speed", "+speed(" + ",".join(s.partition(":")[2] for s in augment
+                                                            if s.startswith("speed")) + ")")
     return f"{corpus}/{model}{vectors}{'+spk' if spk else ''}{copies}"
 
 
