@@ -76,8 +76,8 @@ def tag(corpus: str, model: str, spk: bool, augment: tuple, parts: tuple = ()) -
     kinds = [spec.partition(":")[0] for spec in augment]
     copies = "".join(f"+{k}{n if n > 1 and k != 'speed' else ''}" for k, n in Counter(kinds).items())
     if "speed" in kinds and tuple(s for s in augment if s.startswith("speed")) != SPEED:
-        copies = copies.replace("+speed", "+speed(" + ",".join(s.partition(":")[2] for s in augment
-                                                            if s.startswith("speed")) + ")")
+        copies = copies.replace("+speed", "+speed" + "-".join(s.partition(":")[2] for s in augment
+                                                              if s.startswith("speed")))
     return f"{corpus}/{model}{vectors}{'+spk' if spk else ''}{copies}"
 
 
