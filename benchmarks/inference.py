@@ -8,7 +8,9 @@ First the time to score one 3 s clip with one thread (wall and CPU, median of 20
 builds a long recording (corpus utterances separated by 0.5-2 s pauses, written to a temp
 FLAC, never to the repository), then times ``Predictor.timeline`` with the PyTorch and
 the onnxruntime backend in the same process, and reports audio seconds per wall second
-(real-time factor) and the process's peak memory after a file a sixth as long and after
+(real-time factor), the CPU time it took (all threads; audio seconds per CPU second is
+steadier than wall time on a shared machine, and twice it is the most 2 idle cores could
+give) and the process's peak memory after a file a sixth as long and after
 the long one (equal peaks: memory does not grow with the length). ``--model`` defaults to the bundled model.
 """
 
@@ -85,18 +87,18 @@ def main() -> None:
         short_seconds = make_recording(short, files, args.minutes / 6)
         print(f"\nrecording: {seconds / 60:.1f} min, {os.path.getsize(path) / 1e6:.0f} MB FLAC; "
               f"{os.cpu_count()} cores; model {args.model or 'bundled'}\n")
-        print("| backend | segments | wall (s) | x real time | peak RSS after a "
+        print("| backend | segments | wall (s) | x real time | CPU (s) | audio s per CPU s | peak RSS after a "
               f"{short_seconds / 60:.0f}-min file (MB) | peak RSS after the {seconds / 60:.0f}-min file (MB) |")
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for backend in ("torch", "onnx"):
             p = Predictor.load(args.model, backend=backend, device="cpu")  # a CPU benchmark, GPU or not
             p.timeline(short)  # warm up; memory after a file a sixth as long
             rss_short = peak_rss_mb()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rows = p.timeline(path)
-            wall = time.perf_counter() - t0
-            print(f"| {backend} | {len(rows)} | {wall:.1f} | {seconds / wall:.0f} | {rss_short:.0f} | "
-                  f"{peak_rss_mb():.0f} |", flush=True)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            print(f"| {backend} | {len(rows)} | {wall:.1f} | {seconds / wall:.0f} | {cpu:.1f} | {seconds / cpu:.0f} | "
+                  f"{rss_short:.0f} | {peak_rss_mb():.0f} |", flush=True)
 
 
 if __name__ == "__main__":
