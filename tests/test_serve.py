@@ -1,19 +1,26 @@
 import asyncio
+import gc
+import importlib.util
 import io
+import os
+import socket
 import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from fastapi.testclient import TestClient
 
 from emovox import audio
 from emovox.errors import ConfigError
+from emovox.features import FeatureConfig
 from emovox.predict import Predictor
-from emovox.serve import MicroBatcher, ServiceLimits, create_app, limit_threads
+from emovox.serve import MicroBatcher, ServiceLimits, create_app, limit_threads, serving_backend
 
 from .conftest import PITCH, tone
 
@@ -293,3 +300,120 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_batcher_goes_on():
     failed, ok = asyncio.run(main())
     assert [type(e) for e in failed] == [ValueError, ValueError]
     assert ok == [1, 2, 3, 4, 5, 6]
+
+
+def test_auto_backend_is_onnx_on_the_cpu_and_torch_without_onnxruntime_or_on_a_gpu(monkeypatch):
+    assert serving_backend("auto", "cpu") == "onnx"
+    assert (serving_backend("torch", "cpu"), serving_backend("onnx")) == ("torch", "onnx")
+    find_spec = importlib.util.find_spec
+
+    def without_onnxruntime(name, *args):
+        return None if name == "onnxruntime" else find_spec(name, *args)
+    monkeypatch.setattr(importlib.util, "find_spec", without_onnxruntime)
+    assert serving_backend("auto", "cpu") == "torch"
+    monkeypatch.undo()
+    monkeypatch.setattr("emovox.serve.app.resolve_device", lambda device: torch.device("cuda"))
+    assert serving_backend("auto", "auto") == "torch"
+
+
+def test_one_feature_thread_for_batched_numpy_features_and_two_for_encoder_features(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert ServiceLimits().feature_threads(FeatureConfig()) == 1  # log-mel: numpy holds the GIL
+    assert ServiceLimits().feature_threads(FeatureConfig(kind="mfcc")) == 1
+    assert ServiceLimits().feature_threads(FeatureConfig(kind="utterance")) == 2  # openSMILE, GE2E: they release it
+    assert ServiceLimits(max_batch=1).feature_threads(FeatureConfig()) == 2  # the forward passes run there too
+    assert ServiceLimits(workers=3).feature_threads(FeatureConfig()) == 3
+
+
+def test_the_event_loop_never_reads_audio(tiny_run, monkeypatch):
+    """Headers, decoding and features run in threads: a C call on the loop would hand the GIL
+    to a busy thread and make every connection wait for it back."""
+    from emovox import audio as audio_module
+
+    app = create_app(Predictor.load(tiny_run), ServiceLimits(max_duration_s=12.0))
+    threads = []
+    for name in ("duration", "decode_bytes"):
+        fn = getattr(audio_module, name)
+
+        def recorded(*args, _fn=fn, **kw):
+            threads.append(threading.current_thread())
+            return _fn(*args, **kw)
+        monkeypatch.setattr(audio_module, name, recorded)
+
+    async def main():
+        async with served(app) as http:
+            await ready(http)
+            return await asyncio.gather(post(http, clips(1)[0]), post(http, clips(1)[0], path="/v1/timeline"),
+                                        post(http, wav_bytes(tone(200, 13.0, 8000), 8000)), post(http, b"not audio"))
+
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200, 200, 413, 400]
+    assert threads and threading.main_thread() not in threads  # the loop runs in the main thread here
+
+
+def test_warm_up_puts_what_exists_out_of_the_collectors_sight(tiny_run):
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(Predictor.load(tiny_run))) as c:
+            wait_ready(c)
+            assert gc.get_freeze_count() > 0  # a full collection no longer walks the model and the modules
+            assert c.post("/v1/predict", files={"file": ("x.wav", clips(1)[0])}).status_code == 200
+    finally:
+        gc.unfreeze()
+
+
+def benchmark_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "service.py"
+    spec = importlib.util.spec_from_file_location("service_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def uvicorn_server(app):
+    """``app`` served by uvicorn on a free loopback port, in a thread: (host, port)."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_S)
+
+
+def test_the_benchmark_client_reads_each_answer_whole_on_one_connection_and_counts_errors(tiny_run):
+    bench = benchmark_module()
+    good, bad = clips(1)[0], b"this is not audio at all"
+    with uvicorn_server(create_app(Predictor.load(tiny_run))) as (host, port):
+        with TestClient(create_app(Predictor.load(tiny_run))) as reference:
+            wait_ready(reference)
+            want = reference.post("/v1/predict", files={"file": ("clip.wav", good)}).json()
+
+        async def main():
+            client = bench.RawClient(host, port)
+            answers = []
+            for payload in (good, bad, good):
+                answers.append(await client.send(bench.multipart_post(host, port, "/v1/predict", "clip.wav", payload)))
+                answers[-1] += (client.writer,)
+            await client.close()
+            url = f"http://{host}:{port}/v1/predict"
+            return answers, await bench.load(url, good, 2, 6), await bench.load(url, bad, 2, 4)
+
+        answers, loaded, failed = asyncio.run(main())
+    (s1, b1, conn1), (s2, b2, conn2), (s3, b3, conn3) = answers
+    assert (s1, s2, s3) == (200, 400, 200) and conn1 is conn2 is conn3  # keep-alive, even after a 400
+    assert_same(bench.json.loads(b1), want) and bench.json.loads(b3) == bench.json.loads(b1)
+    assert "cannot" in bench.json.loads(b2)["detail"]
+    assert len(loaded["latencies"]) == 6 and loaded["errors"] == 0 and loaded["client_cpu"] >= 0
+    assert len(failed["latencies"]) == 4 and failed["errors"] == 4

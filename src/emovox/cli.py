@@ -262,19 +262,21 @@ def export(out: Annotated[Path, typer.Option("--out", help="ONNX file to write."
 def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: Annotated[float, typer.Option(help="413 above this.")] = 25.0,
           max_duration_s: Annotated[float, typer.Option(help="413 above this many seconds.")] = 600.0,
-          backend: Backend = "torch", device: Device = "auto",
+          backend: Annotated[str, typer.Option(
+              help="auto (onnx on the CPU when onnxruntime is installed, else torch), torch or onnx.")] = "auto",
+          device: Device = "auto",
           max_batch: Annotated[int, typer.Option(help="Requests per forward pass (1: no batching).")] = 16,
           max_wait_ms: Annotated[float, typer.Option(help="Longest wait (ms) for a batch to fill.")] = 2.0) -> None:
     """REST service with a web page (FastAPI + uvicorn); docs at /docs."""
     import uvicorn
 
     from emovox.predict import Predictor
-    from emovox.serve import ServiceLimits, create_app, limit_threads
+    from emovox.serve import ServiceLimits, create_app, limit_threads, serving_backend
 
     limits = ServiceLimits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s, max_batch=max_batch,
                            max_wait_ms=max_wait_ms)
     limit_threads()  # before loading: an onnx session takes its thread count then
-    app_ = create_app(Predictor.load(model, backend=backend, device=device), limits)
+    app_ = create_app(Predictor.load(model, backend=serving_backend(backend, device), device=device), limits)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
