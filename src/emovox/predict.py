@@ -267,11 +267,11 @@ def _map_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
     """``(item, fn(item))`` for each item, in order, ``workers`` items side by side, each
     computing on one thread (torch, BLAS, openSMILE), with at most ``2 * workers`` in flight.
 
-    Long recordings are scored so: one segment batch per thread keeps both cores of a small
-    machine busy, where one batch on two threads leaves them idle between its steps and,
-    when other processes want the cores too, loses most of them to threads spinning while
-    they wait for each other (docs/benchmarks.md, "Inference speed"). Torch's thread count
-    is the process's, so it is lowered for the duration of the call and then restored.
+    Long recordings are scored so: on idle cores this is as fast as one batch at a time on
+    all threads, but when other processes want the cores too, threads that share one batch
+    lose most of them to spinning while they wait for each other, and one batch per thread
+    does not (docs/benchmarks.md, "Inference speed"). Torch's thread count is the
+    process's, so it is lowered for the duration of the call and then restored.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
