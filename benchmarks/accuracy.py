@@ -71,13 +71,15 @@ SYSTEMS = [
 
 def tag(corpus: str, model: str, spk: bool, augment: tuple, parts: tuple = ()) -> str:
     """``loco/kernel+speed+channel2``: the corpus, model, vectors kept, speaker norm, and
-    each augmentation kind (with its number of copies, speed's two factors counting as one)."""
+    each augmentation kind with its number of copies; speed is ``+speed`` for :data:`SPEED`,
+    else its factors (``+speed0.95-1.05``)."""
     vectors = f"[{'+'.join(parts)}]" if parts else ""
-    kinds = [spec.partition(":")[0] for spec in augment]
-    copies = "".join(f"+{k}{n if n > 1 and k != 'speed' else ''}" for k, n in Counter(kinds).items())
-    if "speed" in kinds and tuple(s for s in augment if s.startswith("speed")) != SPEED:
-        copies = copies.replace("+speed", "+speed" + "-".join(s.partition(":")[2] for s in augment
-                                                              if s.startswith("speed")))
+    kinds = Counter(spec.partition(":")[0] for spec in augment)
+    speeds = tuple(spec for spec in augment if spec.startswith("speed:"))
+    copies = "".join(
+        ("+speed" if speeds == SPEED else "+speed" + "-".join(s.partition(":")[2] for s in speeds))
+        if kind == "speed" else f"+{kind}{n if n > 1 else ''}"
+        for kind, n in kinds.items())
     return f"{corpus}/{model}{vectors}{'+spk' if spk else ''}{copies}"
 
 

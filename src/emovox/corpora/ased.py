@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emovox.corpora.base import Utterance, audio_files
+from emovox.corpora.base import Utterance, audio_files, parsed_files
 
 NAME = "ased"
 EMOTION = {"neutral": "neutral", "fearful": "fearful", "happy": "happy", "sad": "sad", "angry": "angry"}
@@ -25,11 +25,7 @@ def matches(root: Path) -> bool:
 
 def read(root: Path) -> list[Utterance]:
     out = []
-    for path in audio_files(root):
-        parsed = _parse(path)
-        if parsed is None:
-            continue
-        label, m = parsed
+    for path, (label, m) in parsed_files(root, _parse):
         sentence, repetition, gender, speaker = m.groups()
         meta = {"gender": "female" if gender == "01" else "male", "sentence": sentence, "repetition": repetition}
         out.append(Utterance(str(path.resolve()), label, f"{NAME}:{speaker}", NAME, meta))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+P = TypeVar("P")
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus"})
 
@@ -43,3 +46,12 @@ def audio_files(root: Path, pattern: str = "**/*") -> Iterator[Path]:
     for path in sorted(root.glob(pattern)):
         if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
             yield path
+
+
+def parsed_files(root: Path, parse: Callable[[Path], P | None]) -> Iterator[tuple[Path, P]]:
+    """``(path, parse(path))`` for each audio file under ``root`` (sorted) whose name
+    ``parse`` understands; files it returns ``None`` for are skipped."""
+    for path in audio_files(root):
+        parsed = parse(path)
+        if parsed is not None:
+            yield path, parsed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emovox.corpora.base import Utterance, audio_files
+from emovox.corpora.base import Utterance, audio_files, parsed_files
 
 NAME = "savee"
 SPEAKERS = {"DC", "JE", "JK", "KL"}
@@ -29,11 +29,7 @@ def matches(root: Path) -> bool:
 
 def read(root: Path) -> list[Utterance]:
     out = []
-    for path in audio_files(root):
-        parsed = _parse(path)
-        if parsed is None:
-            continue
-        speaker, label, number = parsed
+    for path, (speaker, label, number) in parsed_files(root, _parse):
         meta = {"gender": "male", "sentence": number}
         out.append(Utterance(str(path.resolve()), label, f"{NAME}:{speaker}", NAME, meta))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emovox.corpora.base import Utterance, audio_files
+from emovox.corpora.base import Utterance, audio_files, parsed_files
 from emovox.labels import canonical
 
 NAME = "tess"
@@ -26,11 +26,7 @@ def matches(root: Path) -> bool:
 
 def read(root: Path) -> list[Utterance]:
     out = []
-    for path in audio_files(root):
-        parsed = _parse(path)
-        if parsed is None:
-            continue
-        speaker, word, emotion = parsed
+    for path, (speaker, word, emotion) in parsed_files(root, _parse):
         label = "surprised" if emotion.startswith("p") else canonical(emotion, source=path)
         meta = {"gender": "female", "sentence": word, "age": "older" if speaker == "OAF" else "younger"}
         out.append(Utterance(str(path.resolve()), label, f"{NAME}:{speaker}", NAME, meta))
