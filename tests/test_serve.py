@@ -188,9 +188,9 @@ def test_max_batch_1_scores_each_request_alone(tiny_run):
     want = [alone(predictor, d) for d in uploads]
     score, sizes = predictor.score, []
 
-    def counted(inputs, seconds):
+    def counted(inputs, seconds, **kw):
         sizes.append(len(inputs))
-        return score(inputs, seconds)
+        return score(inputs, seconds, **kw)
 
     async def main():
         async with served(app) as http:
@@ -252,18 +252,18 @@ def test_a_long_upload_does_not_hold_back_short_ones(tiny_run):
     # one decode thread: were the long upload decoded there, the short ones would queue behind it
     app = create_app(predictor, ServiceLimits(workers=1, batch_max_s=3.0, max_duration_s=20.0))
     long_upload = wav_bytes(tone(PITCH["sad"], 8.0, 16000))
-    prepare, stuck, go = predictor.prepare, threading.Event(), threading.Event()
+    extract, stuck, go = predictor.extract, threading.Event(), threading.Event()
 
     def slow_on_long(signals, **kw):  # the long upload's features take as long as we like
         if len(signals[0]) > 3 * 16000:
             stuck.set()
             go.wait(WAIT_S)
-        return prepare(signals, **kw)
+        return extract(signals, **kw)
 
     async def main():
         async with served(app) as http:
             await ready(http)
-            predictor.prepare = slow_on_long
+            predictor.extract = slow_on_long
             long = asyncio.ensure_future(post(http, long_upload, "long.wav"))
             await until(stuck.is_set)
             short = await asyncio.gather(*(post(http, d) for d in clips(6)))

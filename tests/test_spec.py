@@ -67,7 +67,7 @@ def test_a_format1_checkpoint_of_an_earlier_emovox_still_loads_and_predicts_the_
     assert p.spec.model == "cnn" and p.spec.corpora == ("emodb", "ravdess") and not p.speaker_norm
     assert p.features.utterance == FeatureConfig().utterance  # keys it lacked take their defaults
     y = audio.load(EXAMPLE, sr=p.features.sample_rate)
-    probs = score_features(p.model, p.prepare([y]), p.n_frames)[0]
+    probs = score_features(p.model, p.extract([y]), p.n_frames)[0]
     np.testing.assert_allclose(probs, FORMAT1_HELLO, atol=1e-6)
     assert p.predict(EXAMPLE)["label"] == "neutral"
 

@@ -135,54 +135,72 @@ class Predictor:
         results = self.predict_signals(signals)
         return results[0] if single else results
 
+    @property
+    def can_adapt(self) -> bool:
+        """Whether the model uses a speaker's (or recording's) statistics when given them."""
+        return self.speaker_norm
+
     def adapt(self, x: Input | Sequence[Input], *, sr: int | None = None) -> Predictor:
         """Learn the speaker's feature statistics from unlabelled audio of that speaker
-        (for utterance vectors, two recordings or more).
+        (for utterance vectors, two recordings or more); later predictions use them.
 
-        Only matters for models trained with speaker normalisation; later predictions use
-        these statistics. Without them, each input is normalised with its own, except
-        utterance vectors (one frame per input), which share the statistics of all inputs
-        of the call (so pass several files of one speaker together).
+        Only matters for models that can adapt (:attr:`can_adapt`). Without statistics,
+        each input is normalised with its own, except utterance vectors (one frame per
+        input), which share the statistics of all inputs of the call.
         """
-        feats = extract_batch(self._signals(x, sr)[0], self.features, device=self.device)
-        self.speaker_stats_ = self._stats_of(feats)
+        self.speaker_stats_ = self.stats_of(x, sr=sr)
         return self
+
+    def stats_of(self, x: Input | Sequence[Input], *, sr: int | None = None) -> Stats:
+        """The feature statistics of unlabelled inputs of one speaker or setting (no state change)."""
+        return self._stats_of(self.extract(self._signals(x, sr)[0]))
 
     def _stats_of(self, feats: list[np.ndarray]) -> Stats:
         """One speaker's statistics; utterance vectors need two inputs or more (one has no spread)."""
         if self.features.kind == "utterance" and len(feats) < 2:
             raise AudioError("this model z-scores utterance vectors per speaker, and one input has no statistics",
                              fix="pass two or more recordings of the speaker: files together, a recording to "
-                                 "timeline, or --adapt FILE --adapt FILE (Predictor.adapt)")
+                                 "timeline, or --adapt-from FILE --adapt-from FILE (Predictor.adapt)")
         return Stats.of(feats)
 
     def predict_signals(self, signals: Sequence[np.ndarray], *, stats: Stats | None = None) -> list[dict]:
         """Emotions of mono signals already at ``self.features.sample_rate``."""
         sr = self.features.sample_rate
-        return self.score(self.prepare(signals, stats=stats), [len(y) / sr for y in signals])
+        return self.score(self.extract(signals), [len(y) / sr for y in signals], stats=stats)
 
-    def prepare(self, signals: Sequence[np.ndarray], *, stats: Stats | None = None) -> list[np.ndarray]:
-        """The model's inputs for mono signals at ``self.features.sample_rate``: features,
-        speaker-normalised if the model wants it (as :meth:`predict_signals` does)."""
-        feats = extract_batch(list(signals), self.features, device=self.device)
-        return self._normalise(feats, stats or self.speaker_stats_) if self.speaker_norm else feats
+    def extract(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The features of mono signals at ``self.features.sample_rate``, one matrix each,
+        before any speaker normalisation (what :meth:`score` and ``Stats.update`` take)."""
+        return extract_batch(list(signals), self.features, device=self.device)
 
-    def score(self, inputs: Sequence[np.ndarray], seconds: Sequence[float]) -> list[dict]:
-        """Results for inputs from :meth:`prepare` (of one call or of several), all in one
-        forward pass; ``seconds`` are the clips' durations. The service batches requests so."""
-        probs = score_features(self.model, inputs, self.n_frames)
+    def score(self, feats: Sequence[np.ndarray], seconds: Sequence[float], *,
+              stats: Stats | Sequence[Stats | None] | None = None) -> list[dict]:
+        """Results for features from :meth:`extract` (of one call or of several), all in one
+        forward pass; ``seconds`` are the clips' durations. ``stats`` adapts a model that can
+        adapt: one speaker's statistics for all, or a list aligned with ``feats`` (``None``
+        items: unadapted). The service batches requests so."""
+        if self.speaker_norm:
+            feats = self._normalise(list(feats), stats if stats is not None else self.speaker_stats_)
+        probs = score_features(self.model, feats, self.n_frames)
         return [self._result(p, s) for p, s in zip(probs, seconds, strict=True)]
 
-    def _normalise(self, feats: list[np.ndarray], stats: Stats | None) -> list[np.ndarray]:
-        """Speaker-normalise with ``stats``; without them, each input is taken for a speaker
-        of its own (frames), or all inputs of the call for one speaker (utterance vectors,
-        one frame each)."""
-        if stats is None and self.features.kind == "utterance":
-            self._stats_of(feats)  # refuses a single vector, which has no spread
-            speakers = [0] * len(feats)
-        else:
-            speakers = list(range(len(feats)))
-        return normalize.by_speaker(feats, speakers, stats=stats)
+    def _normalise(self, feats: list[np.ndarray], stats: Stats | Sequence[Stats | None] | None) -> list[np.ndarray]:
+        """Speaker-normalise with ``stats`` (one, or one per input); inputs without them are
+        each taken for a speaker of their own (frames), or all together for one speaker
+        (utterance vectors, one frame each)."""
+        per_item = list(stats) if isinstance(stats, (list, tuple)) else [stats] * len(feats)
+        out = [None if s is None else s.apply(f) for f, s in zip(feats, per_item, strict=True)]
+        bare = [i for i, f in enumerate(out) if f is None]
+        if bare:
+            rest = [feats[i] for i in bare]
+            if self.features.kind == "utterance":
+                self._stats_of(rest)  # refuses a single vector, which has no spread
+                speakers = [0] * len(rest)
+            else:
+                speakers = list(range(len(rest)))
+            for i, f in zip(bare, normalize.by_speaker(rest, speakers), strict=True):
+                out[i] = f
+        return out
 
     def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 8) -> list[dict]:
         """Classify each speech segment of a recording of any length (streamed from disk).
@@ -207,8 +225,7 @@ class Predictor:
         decode and one feature extraction, the features kept until all are seen."""
         spans: list[tuple[float, float]] = []  # times only: the audio goes once its features are out
         feats: list[np.ndarray] = []
-        for segments, part in _map_ordered(lambda segs: extract_batch([s.audio for s in segs], self.features,
-                                                                      device=self.device),
+        for segments, part in _map_ordered(lambda segs: self.extract([s.audio for s in segs]),
                                            self._segment_batches(path, vad, batch), workers):
             feats += part
             spans += [(s.start, s.end) for s in segments]
@@ -217,8 +234,7 @@ class Predictor:
         rows: list[dict] = []
         for i in range(0, len(feats), batch):
             times = spans[i : i + batch]
-            inputs = self._normalise(feats[i : i + batch], stats)
-            rows += _rows(times, self.score(inputs, [end - start for start, end in times]))
+            rows += _rows(times, self.score(feats[i : i + batch], [end - start for start, end in times], stats=stats))
         return rows
 
     def _segment_batches(self, source, vad: VadConfig | None, batch: int) -> Iterator[list[Segment]]:

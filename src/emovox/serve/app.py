@@ -137,7 +137,7 @@ def warm_up(predictor: Predictor, max_batch: int) -> None:
         buf = io.BytesIO()
         sf.write(buf, (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), WARMUP_SR, format="WAV")
         signals.append(audio.decode_bytes(buf.getvalue(), sr=predictor.features.sample_rate, source="warm-up"))
-    inputs = predictor.prepare(signals)
+    inputs = predictor.extract(signals)
     predictor.score(inputs[:1], [WARMUP_S])
     predictor.score([inputs[i % 2] for i in range(max_batch)], [WARMUP_S] * max_batch)
     # what exists now (modules, the model) lives as long as the process: out of the
@@ -215,7 +215,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     def prepared(data: bytes, name: str) -> tuple[np.ndarray, float] | None:
         """The model's input for a short upload and its duration (s), ready for a batch."""
         y = short_signal(data, name)
-        return None if y is None else (predictor.prepare([y])[0], len(y) / sr)
+        return None if y is None else (predictor.extract([y])[0], len(y) / sr)
 
     def scored(data: bytes, name: str) -> dict | None:
         """The result for a short upload, scored alone (no batching)."""
