@@ -31,7 +31,8 @@ ENCODED = ("ssl", "utterance")  # kinds a pretrained encoder computes (see emovo
 AMIN = 1e-10  # librosa.power_to_db's floor
 PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
-UTTERANCE_DIMS = {"egemaps": 88, "egemaps_rel": 83, "ge2e": 256, "ge2e_layers": 768}
+UTTERANCE_DIMS = {"egemaps": 88, "egemaps_rel": 83, "ge2e": 256, "ge2e_layers": 768,
+                  "dvector": 256, "dvector_layers": 768}
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from emovox.features import FeatureConfig
 def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig, *, device: str = "auto") -> list[np.ndarray]:
     """Features ``(n_features, n_frames)`` float32 for each mono signal at ``cfg.sample_rate``.
 
-    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) is where an ssl encoder runs; the other
-    kinds run on the CPU.
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) is where an ssl encoder and the torch
+    utterance front end (:mod:`emovox.encoder`) run; the other kinds run on the CPU.
 
     Examples
     --------
@@ -31,11 +31,11 @@ def extract_batch(signals: list[np.ndarray], cfg: FeatureConfig, *, device: str 
         return features.extract_batch(signals, cfg)
     if not signals:
         return []
-    signals = [features.trim(np.asarray(y, dtype=np.float32), cfg) for y in signals]
     if cfg.kind == "ssl":
+        signals = [features.trim(np.asarray(y, dtype=np.float32), cfg) for y in signals]
         feats = ssl.hidden_states(signals, cfg.backbone, device=device)
-    else:
-        feats = utterance.vectors(signals, cfg.utterance, speaker_encoder=cfg.speaker_encoder)
+    else:  # trims each vector's input itself
+        feats = utterance.vectors(signals, cfg, device=device)
     return [f.astype(np.float32, copy=False) for f in feats]
 
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import librosa
 import numpy as np
 import torch
 from torch import nn
@@ -116,6 +117,59 @@ def encode(signals: list[np.ndarray], weights: str | None = None) -> tuple[list[
         stats.append(layer_means[start : start + len(p)].mean(axis=0).astype(np.float32))
         start += len(p)
     return vectors, stats
+
+
+class DVectors(nn.Module):
+    """The encoder as a batched tensor front end: waveforms ``(B, N)`` at 16 kHz, zero-padded,
+    and their lengths ``(B,)`` -> d-vectors ``(B, 256)`` and layer means ``(B, 3 * 256)``.
+
+    The same vectors as :func:`encode` in spirit, cheaper and exportable: each clip is set
+    to :data:`TARGET_DBFS` (up or down: the vectors do not move with the recording level),
+    its power mel frames are cut into back-to-back 1.6 s pieces (the last one shorter), not
+    overlapping ones, so the LSTM runs once over each frame; the d-vector is the normalised,
+    length-weighted mean of the pieces' embeddings, and the layer means are the mean of
+    each LSTM layer's output over all frames of the clip. Row ``b`` depends on
+    ``wave[b, :lengths[b]]`` only (frames past a clip's end are masked; an LSTM never looks
+    ahead), the code is pure tensor code (it runs on any device and exports to ONNX).
+    """
+
+    def __init__(self, weights: str | None = None):
+        super().__init__()
+        self.lstm = nn.ModuleList(_layers(weights))
+        self.linear = load_encoder(weights).linear
+        mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
+        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
+        power = (wave.square() * valid).sum(1) / lengths.clamp_min(1)
+        gain = torch.sqrt(10 ** (TARGET_DBFS / 10) / power.clamp_min(1e-10))
+        spec = torch.stft(wave * gain[:, None], N_FFT, HOP, N_FFT, window=self.window, center=True,
+                          pad_mode="constant", return_complex=False)
+        mels = torch.matmul(self.mel_basis, spec.square().sum(-1))  # (B, 40, T)
+        frames = lengths // HOP + 1
+        n_pieces = (mels.shape[2] + PARTIAL_FRAMES - 1) // PARTIAL_FRAMES
+        mels = nn.functional.pad(mels, (0, n_pieces * PARTIAL_FRAMES - mels.shape[2]))
+        pieces = mels.reshape(-1, N_MELS, n_pieces, PARTIAL_FRAMES).permute(0, 2, 3, 1).reshape(-1, PARTIAL_FRAMES,
+                                                                                              N_MELS)
+        start = torch.arange(n_pieces, device=wave.device) * PARTIAL_FRAMES
+        span = (frames[:, None] - start[None, :]).clamp(0, PARTIAL_FRAMES).reshape(-1)  # frames of each piece
+        keep = torch.nonzero(span > 0).reshape(-1)  # pieces past a short clip's end are skipped
+        h, span = pieces.index_select(0, keep), span.index_select(0, keep)
+        owner = torch.div(keep, n_pieces, rounding_mode="floor")
+        assign = (owner[None, :] == torch.arange(wave.shape[0], device=wave.device)[:, None]).to(h.dtype)  # (B, K)
+        mask = (torch.arange(PARTIAL_FRAMES, device=wave.device)[None, :] < span[:, None]).to(h.dtype)[:, :, None]
+        sums = []
+        for layer in self.lstm:
+            h, _ = layer(h)
+            sums.append((h * mask).sum(1))
+        layer_means = assign @ torch.cat(sums, dim=1) / (assign @ span.to(h.dtype))[:, None]
+        last = h.gather(1, (span - 1)[:, None, None].expand(-1, 1, h.shape[2])).squeeze(1)
+        e = torch.relu(self.linear(last))
+        e = e / e.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        d = assign @ (e * span[:, None].to(h.dtype))
+        return d / d.norm(dim=1, keepdim=True).clamp_min(1e-8), layer_means
 
 
 def embed_batch(signals: list[np.ndarray], weights: str | None = None) -> list[np.ndarray]:

@@ -94,6 +94,7 @@ class Predictor:
         self.speaker_norm: bool = self.spec.speaker_norm
         self.speaker_stats_: Stats | None = None
         self.device = str(device_of(model))  # where the network (and an ssl front end) runs
+        self.front: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None  # replaces extract_batch
 
     @classmethod
     def load(cls, run_dir: str | Path | None = None, *, backend: str = "torch", device: str = "auto") -> Predictor:
@@ -108,13 +109,16 @@ class Predictor:
             raise ConfigError(f"the onnx backend runs on the CPU, not on {device!r}",
                               fix="pass --device cpu, or --backend torch for the GPU")
         model, spec = models.load(resolve_model(run_dir), device="cpu" if backend == "onnx" else device)
-        if backend == "onnx":
-            from emovox.export import OnnxModel
-
-            model = OnnxModel.from_torch(model, spec)
-        elif backend != "torch":
+        if backend not in ("torch", "onnx"):
             raise ConfigError(f"unknown backend {backend!r}", fix="use torch or onnx")
-        return cls(model, spec)
+        if backend == "torch":
+            return cls(model, spec)
+        from emovox.export import OnnxEncoder, OnnxModel, on_waveform
+
+        predictor = cls(OnnxModel.from_torch(model, spec), spec)
+        if on_waveform(spec):  # the front end runs in onnxruntime too
+            predictor.front = OnnxEncoder(spec)
+        return predictor
 
     def predict(self, x: Input | Sequence[Input], *, sr: int | None = None) -> dict | list[dict]:
         """Emotion of one input or of each input in a list.
@@ -171,6 +175,8 @@ class Predictor:
     def extract(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The features of mono signals at ``self.features.sample_rate``, one matrix each,
         before any speaker normalisation (what :meth:`score` and ``Stats.update`` take)."""
+        if self.front is not None:
+            return self.front(list(signals))
         return extract_batch(list(signals), self.features, device=self.device)
 
     def score(self, feats: Sequence[np.ndarray], seconds: Sequence[float], *,

@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from emovox import ge2e
-from emovox.features import SAMPLE_RATE
+from emovox import encoder, ge2e
+from emovox.features import SAMPLE_RATE, UTTERANCE_DIMS, FeatureConfig, trim
 
 # eGeMAPSv02 functional indices: loudness mean, its percentiles/range/slopes, and the
 # level-dependent rest (mean loudness, mean spectral flux: all/voiced/unvoiced, sound level)
@@ -63,15 +63,25 @@ def relative_egemaps(functionals: np.ndarray) -> np.ndarray:
     return np.delete(out, LEVEL_DEPENDENT)
 
 
-def vectors(signals: Sequence[np.ndarray], parts: Sequence[str], *,
-            speaker_encoder: str | None = None) -> list[np.ndarray]:
-    """The vectors named in ``parts`` (``"egemaps"``, ``"egemaps_rel"``, ``"ge2e"``,
-    ``"ge2e_layers"``), stacked into one ``(n_features, 1)`` column per 16 kHz signal."""
+def vectors(signals: Sequence[np.ndarray], cfg: FeatureConfig, *, device: str = "auto") -> list[np.ndarray]:
+    """The vectors named in ``cfg.utterance`` (openSMILE's ``"egemaps"``, ``"egemaps_rel"``;
+    the encoder's ``"ge2e"``, ``"ge2e_layers"``; the torch front end's parts,
+    :data:`emovox.encoder.PARTS`, batched on ``device``), stacked into one
+    ``(n_features, 1)`` column per 16 kHz signal, each computed after trimming silence
+    ``cfg.trim_db`` below the clip's peak."""
+    parts = cfg.utterance
     made: dict[str, list[np.ndarray]] = {}
+    in_torch = [p for p in parts if p in encoder.PARTS]
+    if in_torch:  # the torch front end trims inside, so that an exported graph does too
+        stacked = encoder.encode(signals, in_torch, speaker_encoder=cfg.speaker_encoder, trim_db=cfg.trim_db,
+                                 device=device)
+        split = [np.split(v, np.cumsum([UTTERANCE_DIMS[p] for p in in_torch])[:-1]) for v in stacked]
+        made.update({name: [s[j] for s in split] for j, name in enumerate(in_torch)})
+    signals = [trim(np.asarray(y, dtype=np.float32), cfg) for y in signals] if set(parts) - set(in_torch) else []
     if {"egemaps", "egemaps_rel"} & set(parts):  # one openSMILE pass for both
         made["egemaps"] = egemaps(signals)
         made["egemaps_rel"] = [relative_egemaps(f) for f in made["egemaps"]]
     if {"ge2e", "ge2e_layers"} & set(parts):  # one encoder pass for both
-        made["ge2e"], made["ge2e_layers"] = ge2e.encode(list(signals), speaker_encoder)
+        made["ge2e"], made["ge2e_layers"] = ge2e.encode(list(signals), cfg.speaker_encoder)
     columns = [made[p] for p in parts]
     return [np.concatenate(vs)[:, None] for vs in zip(*columns, strict=True)]

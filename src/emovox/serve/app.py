@@ -254,7 +254,10 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
             result = await run(pool, scored, data, name)
         else:
             x = await run(pool, prepared, data, name)
-            result = None if x is None else await batcher.submit(x)
+            try:
+                result = None if x is None else await batcher.submit(x)
+            except AudioError as exc:  # e.g. a speaker-normalised model given one clip and no statistics
+                raise HTTPException(400, str(exc)) from None
         if result is None:  # longer than batch_max_s: on the side, never in the way of the short ones
             result = await run(long_pool, scored_alone, data, name)
         return JSONResponse(result)  # a plain dict of str and float: no validation to pay for
