@@ -75,6 +75,24 @@ def tiny_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.fixture(scope="session")
+def normed_run(tiny_run, tmp_path_factory) -> Path:
+    """A run dir that can adapt: ``tiny_run``'s network marked speaker-normalised, so that it
+    z-scores its input with a speaker's statistics, and its input standardisation undone
+    (z-scored features are already on the scale the network saw), so that its
+    probabilities move with the statistics instead of saturating."""
+    import dataclasses
+
+    from emovox import models
+
+    model, spec = models.load(tiny_run / "model.pt")
+    model.norm.mean.zero_()
+    model.norm.std.fill_(1.0)
+    out = tmp_path_factory.mktemp("normed")
+    models.save(out / "model.pt", model, spec=dataclasses.replace(spec, speaker_norm=True))
+    return out
+
+
 @pytest.fixture
 def real_data() -> Path:
     if not (DATA / "emodb" / "wav").is_dir():
