@@ -60,6 +60,8 @@ SYSTEMS = [
     ("loco", "mlp", False, ()),  # the previous best recipe (eGeMAPS + GE2E -> MLP)
     ("loco", "kernel", False, (), ("egemaps", "ge2e")),  # kernel machine on the previous vectors
     ("loco", "mlp", False, (), ("egemaps_rel", "ge2e", "ge2e_layers")),  # MLP on the kernel's vectors
+    ("loco", "kernel", False, (), ("egemaps_rel",)),  # openSMILE's level-free functionals alone
+    ("loco", "kernel", False, (), ("voice",)),  # the torch front end's descriptors alone (emovox.voice)
     ("emodb", "kernel", False, ()),
     ("ravdess", "kernel", False, ()),
     ("emodb", "mlp", True, (), ("egemaps",)),  # ablations: which vector carries the gain
