@@ -224,7 +224,10 @@ def timeline(paths: Annotated[list[Path], typer.Argument(
              model: ModelDir = None, fmt: Format = "table",
              plot: Annotated[Path | None, typer.Option(
                  "--plot", help="Write a PNG (for several recordings: a folder of them).")] = None,
-             threshold_db: Annotated[float, typer.Option(help="VAD level in dBFS.")] = -45.0,
+             vad: Annotated[str, typer.Option(
+                 "--vad", help="Speech detector: silero (learned; holds up in noise) or energy (a level gate).")
+             ] = "silero",
+             threshold_db: Annotated[float, typer.Option(help="Energy VAD level in dBFS.")] = -45.0,
              backend: Backend = "torch", adapt: Adapt = None, device: Device = "auto") -> None:
     """Emotion per speech segment of long recordings (streamed; memory stays flat).
 
@@ -238,7 +241,7 @@ def timeline(paths: Annotated[list[Path], typer.Argument(
     predictor = _predictor(model, backend, adapt, device)
     rows = []
     for arg, file in files:
-        segments = predictor.timeline(file, vad=VadConfig(threshold_db=threshold_db))
+        segments = predictor.timeline(file, vad=VadConfig(method=vad, threshold_db=threshold_db))
         rows += [{"file": str(file), **r} for r in segments] if several else segments
         if plot is not None:
             from emovox.plots import plot_timeline

@@ -1,27 +1,42 @@
-"""Split long audio into speech segments with an energy-based voice activity detector.
+"""Split long audio into speech segments with a voice activity detector (Silero or energy).
 
 Works block by block on a stream (see :func:`emovox.audio.stream`), so memory stays flat
-on recordings of any length: only the current segment's samples are held.
+on recordings of any length: only the current segment's samples are held. The detectors
+themselves (speech or not, frame by frame) are in :mod:`emovox.vad`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
+from itertools import chain
 
 import numpy as np
+
+from emovox.errors import ConfigError
+from emovox.vad import EnergyDetector, SileroDetector, frame_db
+
+VAD_METHODS = ("silero", "energy")
+
+__all__ = ["VAD_METHODS", "Segment", "VadConfig", "detector", "frame_db", "speech_segments"]
 
 
 @dataclass(frozen=True)
 class VadConfig:
-    """Energy VAD settings.
+    """Voice activity detection settings.
 
     Attributes
     ----------
+    method : str
+        ``"silero"`` (a learned detector, 32 ms frames; holds up in noise) or ``"energy"``
+        (a level gate on ``frame_s`` frames).
+    threshold : float
+        Silero: a frame is speech when its speech probability reaches this (0-1).
     frame_s : float
-        Analysis frame length in seconds.
+        Energy: analysis frame length in seconds.
     threshold_db : float
-        A frame is speech when its RMS level is above this many dBFS.
+        Energy: a frame is speech when its RMS level is above this many dBFS.
     min_speech_s, min_silence_s : float
         Shorter speech is dropped; shorter pauses do not end a segment.
     max_segment_s : float
@@ -30,12 +45,29 @@ class VadConfig:
         Audio kept before and after each detected segment.
     """
 
+    method: str = "silero"
+    threshold: float = 0.5
     frame_s: float = 0.03
     threshold_db: float = -45.0
     min_speech_s: float = 0.3
     min_silence_s: float = 0.4
     max_segment_s: float = 8.0
     pad_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.method not in VAD_METHODS:
+            raise ConfigError(f"unknown VAD method {self.method!r}", fix=f"use one of {', '.join(VAD_METHODS)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"the Silero threshold is a probability in (0, 1), got {self.threshold}")
+        if self.frame_s <= 0 or self.max_segment_s <= 0:
+            raise ConfigError("frame_s and max_segment_s must be positive")
+
+
+def detector(sr: int, cfg: VadConfig) -> EnergyDetector | SileroDetector:
+    """A fresh frame-level speech detector for one stream at ``sr`` Hz, as ``cfg`` says."""
+    if cfg.method == "silero":
+        return SileroDetector(sr, threshold=cfg.threshold)
+    return EnergyDetector(sr, frame_s=cfg.frame_s, threshold_db=cfg.threshold_db)
 
 
 @dataclass(frozen=True)
@@ -47,13 +79,6 @@ class Segment:
     audio: np.ndarray
 
 
-def frame_db(y: np.ndarray, frame: int) -> np.ndarray:
-    """RMS level in dBFS of consecutive non-overlapping frames of ``frame`` samples."""
-    n = len(y) // frame
-    frames = y[: n * frame].reshape(n, frame).astype(np.float64)
-    return 10.0 * np.log10(np.maximum(np.mean(frames**2, axis=1), 1e-12))
-
-
 def speech_segments(blocks: Iterable[np.ndarray], sr: int, cfg: VadConfig | None = None) -> Iterator[Segment]:
     """Yield speech segments from consecutive audio blocks (mono, ``sr`` Hz).
 
@@ -63,38 +88,44 @@ def speech_segments(blocks: Iterable[np.ndarray], sr: int, cfg: VadConfig | None
     >>> segs = list(speech_segments(stream("call.wav", sr=16000), 16000))  # doctest: +SKIP
     """
     cfg = cfg or VadConfig()
-    frame = max(1, int(cfg.frame_s * sr))
+    detect = detector(sr, cfg)
+    hop: Fraction = detect.hop  # samples of the stream per decision
+
+    def at(frame: int) -> int:
+        """Sample index where a frame starts."""
+        return int(frame * hop)
+
     pad = int(cfg.pad_s * sr)
     max_len = int(cfg.max_segment_s * sr)
-    min_gap = int(cfg.min_silence_s / cfg.frame_s)
+    min_gap = int(cfg.min_silence_s * sr / hop)  # frames of silence that end a segment
     history = np.zeros(0, dtype=np.float32)  # samples not yet consumed by a segment
     offset = 0  # absolute sample index of history[0]
-    start: int | None = None  # absolute start of the open segment
+    start: int | None = None  # first frame of the open segment
     silent = 0  # trailing silent frames in the open segment
-    pos = 0  # absolute index of the next frame to analyse
-    for block in blocks:
-        history = np.concatenate([history, block.astype(np.float32, copy=False)])
-        levels = frame_db(history[pos - offset :], frame)
-        for level in levels:
-            speech = level > cfg.threshold_db
+    k = 0  # index of the next frame to decide
+    for block in chain(blocks, [None]):  # None: the stream has ended
+        if block is None:
+            decisions = detect.flush()
+        else:
+            history = np.concatenate([history, block.astype(np.float32, copy=False)])
+            decisions = detect(block)
+        for speech in decisions:
             if start is None and speech:
-                start, silent = pos, 0
+                start, silent = k, 0
             elif start is not None:
                 silent = 0 if speech else silent + 1
-                too_long = pos + frame - start >= max_len
+                too_long = at(k + 1) - at(start) >= max_len
                 if silent >= min_gap or too_long:
-                    end = pos + frame - silent * frame
-                    seg = _emit(history, offset, start, end, pad, sr, cfg)
+                    seg = _emit(history, offset, at(start), at(k + 1 - silent), pad, sr, cfg)
                     if seg is not None:
                         yield seg
-                    start = pos + frame if too_long and speech else None
+                    start = k + 1 if too_long and speech else None
                     silent = 0
-            pos += frame
-        keep_from = (start if start is not None else pos) - pad
-        cut = max(0, keep_from - offset)
+            k += 1
+        cut = max(0, at(start if start is not None else k) - pad - offset)
         history, offset = history[cut:], offset + cut
     if start is not None:
-        seg = _emit(history, offset, start, pos - silent * frame, pad, sr, cfg)
+        seg = _emit(history, offset, at(start), at(k - silent), pad, sr, cfg)
         if seg is not None:
             yield seg
 
