@@ -54,6 +54,17 @@ def make_ravdess(root: Path) -> Path:
     return root
 
 
+def make_nemo(root: Path) -> Path:
+    """nEMO layout: 2 speakers x 4 emotions x 3 files."""
+    for speaker in ("EB0", "KS0"):
+        for i, (emo, label) in enumerate((("neutral", "neutral"), ("happiness", "happy"),
+                                          ("sadness", "sad"), ("anger", "angry"))):
+            for n in range(3):
+                write(root / "samples" / f"{speaker}_{emo}_{n}.wav",
+                      tone(PITCH[label], 1.3, 16000, seed=10 * i + n + (speaker == "KS0")), 16000)
+    return root
+
+
 @pytest.fixture
 def ravdess_dir(tmp_path: Path) -> Path:
     return make_ravdess(tmp_path / "ravdess")

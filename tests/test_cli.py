@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from emovox.cli import app
 
-from .conftest import PITCH, tone, write
+from .conftest import PITCH, make_nemo, tone, write
 
 FAST = ["--epochs", "3", "--quiet"]
 
@@ -134,13 +134,7 @@ def test_a_path_that_is_neither_file_nor_folder_says_what_it_is(tmp_path):
 def test_leave_one_corpus_out_over_two_corpora(ravdess_dir, tmp_path):
     """Two corpora from repeated --data (one named, one recognised), the default recipe,
     --folds loco: one fold per held-out corpus, each with its confusion matrix."""
-    nemo = tmp_path / "nemo"
-    for speaker in ("EB0", "KS0"):
-        for i, (emo, label) in enumerate((("neutral", "neutral"), ("happiness", "happy"),
-                                          ("sadness", "sad"), ("anger", "angry"))):
-            for n in range(3):
-                write(nemo / "samples" / f"{speaker}_{emo}_{n}.wav",
-                      tone(PITCH[label], 1.3, 16000, seed=10 * i + n + (speaker == "KS0")), 16000)
+    nemo = make_nemo(tmp_path / "nemo")
     out = tmp_path / "loco"
     r = run("evaluate", "--data", f"ravdess={ravdess_dir}", "--data", nemo, "--folds", "loco", "--out", out,
             "--cache-dir", tmp_path / "cache", *FAST)

@@ -11,7 +11,7 @@ INFERENCE = ["emovox.predict", "emovox.serve", "emovox.export", "emovox.live", "
              "emovox.bundled"]
 TRAINING = {"emovox.train", "emovox.experiment", "emovox.dataset", "emovox.settings", "emovox.cache",
             "emovox.splits", "emovox.baseline", "emovox.calibrate", "emovox.augment", "emovox.corpora",
-            "emovox.evaluate", "emovox.plots", "emovox.distributed", "emovox.cli"}
+            "emovox.evaluate", "emovox.plots", "emovox.distributed", "emovox.cli", "emovox.conditions"}
 
 
 def _modules() -> dict[str, Path]:

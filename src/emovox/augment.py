@@ -50,7 +50,12 @@ def noise(y: np.ndarray, sr: int, snr_db: float, rng: Rng, *, pink: bool = False
         spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
         n = np.fft.irfft(spectrum, len(y))
         n /= np.sqrt(max(np.mean(n**2), 1e-20))
-    return y + n * np.sqrt(np.mean(y.astype(np.float64) ** 2) / 10 ** (snr_db / 10))
+    return y + n * noise_rms(y, snr_db)
+
+
+def noise_rms(y: np.ndarray, snr_db: float) -> float:
+    """The RMS of noise ``snr_db`` dB below the mean power of ``y`` (over the whole signal)."""
+    return np.sqrt(np.mean(y.astype(np.float64) ** 2) / 10 ** (snr_db / 10))
 
 
 def reverb(y: np.ndarray, sr: int, rt60: float, rng: Rng) -> np.ndarray:
@@ -144,10 +149,13 @@ def parse_all(specs: tuple[str, ...]) -> tuple[WaveAugment, ...]:
 @dataclass(frozen=True)
 class AugmentedFeatures:
     """Features of augmented audio: an extractor for :func:`emovox.cache.extract_files`
-    whose cache entries are keyed by both the feature config and the augmentation."""
+    whose cache entries are keyed by both the feature config and the augmentation.
+
+    ``augment`` is a :class:`WaveAugment`, or any frozen dataclass called as
+    ``augment(y, sr)`` (a test-time :class:`emovox.conditions.Condition`)."""
 
     features: FeatureConfig
-    augment: WaveAugment
+    augment: WaveAugment | Callable[[np.ndarray, int], np.ndarray]
 
     @property
     def sample_rate(self) -> int:

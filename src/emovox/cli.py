@@ -165,7 +165,11 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
              jobs: Annotated[int, typer.Option("--jobs", help="Folds (and extraction) in parallel processes.")] = 1,
              threads: Annotated[int | None, typer.Option(help="Torch threads per fold (default cores/jobs).")] = None,
              strict: Strict = False, quiet: Quiet = False, resume: Resume = None,
-             device: TrainDevice = None, precision: Precision = None) -> None:
+             device: TrainDevice = None, precision: Precision = None,
+             test_conditions: Annotated[str | None, typer.Option(
+                 "--test-conditions", help="Also score each fold's test audio through these channels, e.g. "
+                                           "phone,white:10,babble:10,phone+white:15,reverb:0.6,mp3:0.9 "
+                                           "(reported beside clean).")] = None) -> None:
     """Speaker-grouped cross-validation: metrics.json, report.md, confusion_matrix.png."""
     from emovox import experiment
 
@@ -177,11 +181,16 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
         s = _settings(config, locals())
         m = experiment.evaluate(_data(data), _required(out), s, corpus=corpus, folds=folds,
                                 with_baseline=baseline, cache_dir=cache_dir, jobs=jobs, threads=threads,
-                                strict=strict, progress=not quiet)
+                                strict=strict, progress=not quiet,
+                                test_conditions=(test_conditions or "").split(","))
     line = f"[green]{escape(m['name'])}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"
     if "baseline" in m:
         line += f" | eGeMAPS+SVM UA {m['baseline']['ua']:.3f}"
     console.print(line + f" -> {escape(str(out / 'report.md'))}")
+    if "test_conditions" in m:
+        from emovox.evaluate import condition_table
+
+        console.print(escape(condition_table(m)), highlight=False)
 
 
 Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]

@@ -111,6 +111,10 @@ def report_markdown(metrics: dict, *, baseline: dict | None = None, image: str |
     over = "held-out corpora" if loco else "folds"
     lines += ["", f"Mean ± std over {over}: UA {m['ua']:.3f} ± {s['ua']:.3f}, WA {m['wa']:.3f} ± {s['wa']:.3f}, "
               f"macro-F1 {m['macro_f1']:.3f} ± {s['macro_f1']:.3f}."]
+    if "test_conditions" in metrics:
+        lines += ["", "## Test conditions", "", f"The same models, each fold's test audio through a channel "
+                  f"(emovox.conditions): UA per {'held-out corpus' if loco else 'fold'}, then the means over "
+                  f"{over}.", "", condition_table(metrics)]
     for f in metrics["folds"] if loco else ():
         lines += ["", f"Confusion matrix, {f['test_corpus']} held out (rows true, columns predicted):", "",
                   "| | " + " | ".join(metrics["labels"]) + " |", "|---" * (len(metrics["labels"]) + 1) + "|"]
@@ -123,6 +127,21 @@ def report_markdown(metrics: dict, *, baseline: dict | None = None, image: str |
     if image:
         lines += ["", f"![confusion matrix]({image})"]
     return "\n".join(lines) + "\n"
+
+
+def condition_table(metrics: dict) -> str:
+    """A Markdown table of ``metrics["test_conditions"]``: a row per condition (clean
+    first), UA per fold (named by its held-out corpus in leave-one-corpus-out), and the
+    mean UA, WA and macro-F1 over folds."""
+    conditions = metrics["test_conditions"]
+    folds = next(iter(conditions.values()))["folds"]
+    names = [f.get("test_corpus") or f"fold {f['fold']}" for f in folds]
+    lines = ["| condition | " + " | ".join(f"{n} UA" for n in names) + " | mean UA | mean WA | mean macro-F1 |",
+             "|---" * (len(names) + 4) + "|"]
+    for name, c in conditions.items():
+        lines.append(f"| {name} | " + " | ".join(f"{f['ua']:.3f}" for f in c["folds"]) +
+                     f" | {c['mean']['ua']:.3f} | {c['mean']['wa']:.3f} | {c['mean']['macro_f1']:.3f} |")
+    return "\n".join(lines)
 
 
 def _headline(metrics: dict, baseline: dict | None) -> list[str]:

@@ -9,12 +9,14 @@ all speakers, saved with its :class:`~emovox.models.ModelSpec`) or to
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from emovox import distributed, models
 from emovox.calibrate import calibrate_and_measure
+from emovox.conditions import parse_conditions
 from emovox.config import load_file, to_dict
 from emovox.crossval import cross_validate, run_baseline
 from emovox.dataset import DEFAULT_CACHE, Dataset, DataSource, load_dataset, model_inputs
@@ -130,22 +132,34 @@ def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: in
     source = doc.pop("corpus")
     folds = doc.pop("folds", None)
     with_baseline = doc.pop("baseline", False)
+    conditions = doc.pop("test_conditions", ())
     settings = Settings.from_doc(doc, source=str(run_dir / "config.json"), device=device, precision=precision)
     kw = dict(corpus=source["corpus"], cache_dir=cache_dir or source.get("cache_dir"), jobs=jobs, progress=progress)
     if folds is None:
         return train(source["data"], run_dir, settings, **kw)
-    return evaluate(source["data"], run_dir, settings, folds=folds, with_baseline=with_baseline, **kw)
+    return evaluate(source["data"], run_dir, settings, folds=folds, with_baseline=with_baseline,
+                    test_conditions=conditions, **kw)
 
 
 def evaluate(data: DataSource | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
              folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = None,
-             jobs: int = 1, threads: int | None = None, strict: bool = False, progress: bool = True) -> dict:
-    """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`)."""
+             jobs: int = 1, threads: int | None = None, strict: bool = False, progress: bool = True,
+             test_conditions: Sequence[str] = ()) -> dict:
+    """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`);
+    ``test_conditions`` (:mod:`emovox.conditions` names, e.g. ``["phone", "white:10"]``)
+    also score each fold's test audio through those channels.
+
+    Examples
+    --------
+    >>> evaluate([("ravdess", "../shared/data/ravdess"), ("emodb", "../shared/data/emodb")],
+    ...          "runs/loco", folds="loco", test_conditions=["phone", "babble:10"])  # doctest: +SKIP
+    """
     s = settings or Settings.build()
+    conditions = parse_conditions(test_conditions)
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
     write_config(open_run(out), **s.to_dict(), corpus=source_record(data, corpus, cache_dir),
-                 folds=folds, baseline=with_baseline)
+                 folds=folds, baseline=with_baseline, test_conditions=[c.name for c in conditions])
     return cross_validate(ds, out, features=s.features, train=s.train, speaker_norm=s.speaker_norm, folds=folds,
                           with_baseline=with_baseline,
                           cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, threads=threads,
-                          progress=progress)
+                          progress=progress, conditions=conditions)
