@@ -9,6 +9,14 @@ the model is busy share one forward pass (:class:`~emovox.serve.batching.MicroBa
 Uploads longer than ``ServiceLimits.batch_max_s`` are decoded and scored on their own in
 a thread of their own, so one 10-minute file never holds the short ones back. Oversize
 uploads get 413; empty, undecodable or silent audio gets 400 with a one-line reason.
+
+Adaptation: ``/v1/predict`` takes an optional ``speaker`` id (form field or query
+parameter; a session id works the same) and, for a model that can adapt, scores each clip
+with the running statistics of every clip of that id so far
+(:class:`~emovox.serve.speakers.SpeakerStats`, an LRU of ``max_speakers`` ids); requests
+of different speakers still share forward passes. A model that cannot adapt ignores the id
+and says ``"adapted": false``. ``/v1/timeline`` adapts to the upload itself unless told
+``adapt=false``.
 """
 
 from __future__ import annotations
@@ -21,23 +29,30 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
+from typing import Annotated
 
 import numpy as np
 import soundfile as sf
-from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi import FastAPI, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from emovox import __version__, audio
 from emovox.device import resolve as resolve_device
 from emovox.errors import AudioError, ConfigError
 from emovox.features import ENCODED, FeatureConfig
+from emovox.normalize import Stats
 from emovox.predict import Predictor
 from emovox.serve.batching import MicroBatcher
+from emovox.serve.speakers import MAX_ID_CHARS, SpeakerStats
 
 CHUNK = 1 << 16
 WARMUP_S = 3.0  # length of the synthetic warm-up clips, in seconds
 WARMUP_SR = 22050  # their rate (Hz): not the model's, so that resampling warms up too
+SPEAKER_HELP = ("A speaker or session id: the clip is scored with the statistics of every clip sent with this id "
+                "so far, itself included (a model that cannot adapt ignores it).")
+ADAPT_HELP = "Adapt to the recording's own voices (a model that can adapt); false: each segment as one clip."
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,8 @@ class ServiceLimits:
     batch_max_s : float
         Uploads longer than this many seconds skip the batches: they are decoded and
         scored on their own, in a thread of their own.
+    max_speakers : int
+        Most speaker ids whose statistics are kept (the least recently heard goes first).
     """
 
     max_upload_mb: float = 25.0
@@ -73,10 +90,12 @@ class ServiceLimits:
     max_batch: int = 16
     max_wait_ms: float = 2.0
     batch_max_s: float = 10.0
+    max_speakers: int = 1000
 
     def __post_init__(self) -> None:
-        if (self.workers is not None and self.workers < 1) or self.max_batch < 1:
-            raise ConfigError(f"workers and max_batch must be at least 1, got {self.workers} and {self.max_batch}")
+        if (self.workers is not None and self.workers < 1) or self.max_batch < 1 or self.max_speakers < 1:
+            raise ConfigError(f"workers, max_batch and max_speakers must be at least 1, got {self.workers}, "
+                              f"{self.max_batch} and {self.max_speakers}")
         if self.max_wait_ms < 0 or self.batch_max_s <= 0:
             raise ConfigError("max_wait_ms cannot be negative and batch_max_s must be positive")
 
@@ -137,9 +156,10 @@ def warm_up(predictor: Predictor, max_batch: int) -> None:
         buf = io.BytesIO()
         sf.write(buf, (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), WARMUP_SR, format="WAV")
         signals.append(audio.decode_bytes(buf.getvalue(), sr=predictor.features.sample_rate, source="warm-up"))
-    inputs = predictor.extract(signals)
-    predictor.score(inputs[:1], [WARMUP_S])
-    predictor.score([inputs[i % 2] for i in range(max_batch)], [WARMUP_S] * max_batch)
+    feats = predictor.extract(signals)
+    stats = Stats.of(feats) if predictor.can_adapt else None  # the two clips as one speaker
+    predictor.score(feats[:1], [WARMUP_S], stats=stats)
+    predictor.score([feats[i % 2] for i in range(max_batch)], [WARMUP_S] * max_batch, stats=stats)
     # what exists now (modules, the model) lives as long as the process: out of the
     # collector's sight, a full collection takes microseconds instead of 150 ms or more
     gc.collect()
@@ -159,7 +179,9 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     threads = limits.feature_threads(predictor.features)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emovox-decode")
     long_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovox-long")
-    batcher = MicroBatcher(lambda items: predictor.score([x for x, _ in items], [s for _, s in items]),
+    speakers = SpeakerStats(limits.max_speakers)
+    batcher = MicroBatcher(lambda items: predictor.score([f for f, _, _ in items], [s for _, s, _ in items],
+                                                         stats=[st for _, _, st in items]),
                            max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000)
 
     @asynccontextmanager
@@ -174,6 +196,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     app = FastAPI(title="emovox", version=__version__, lifespan=lifespan,
                   description="Speech emotion recognition. Upload audio (WAV, FLAC, OGG) as multipart `file`.")
     app.state.batcher = batcher
+    app.state.speakers = speakers
 
     async def read_upload(request: Request, file: UploadFile) -> bytes:
         """The upload's bytes, or 413 (larger than ``max_upload_mb``) or 400 (empty)."""
@@ -212,18 +235,45 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
             return None
         return audio.decode_bytes(data, sr=sr, source=name)
 
-    def prepared(data: bytes, name: str) -> tuple[np.ndarray, float] | None:
-        """The model's input for a short upload and its duration (s), ready for a batch."""
-        y = short_signal(data, name)
-        return None if y is None else (predictor.extract([y])[0], len(y) / sr)
+    def speaker_id(form: str | None, query: str | None) -> str | None:
+        """The request's speaker id (form field or query parameter; blank: none), or 400."""
+        form, query = (form or "").strip(), (query or "").strip()
+        if form and query and form != query:
+            raise HTTPException(400, "two different speaker ids (form field and query parameter); send one")
+        if len(form or query) > MAX_ID_CHARS:
+            raise HTTPException(400, f"speaker id longer than {MAX_ID_CHARS} characters")
+        return form or query or None
 
-    def scored(data: bytes, name: str) -> dict | None:
+    def adapted(feat: np.ndarray, speaker: str | None) -> tuple[Stats | None, dict]:
+        """Statistics to score a clip's features with, and what the answer says of them: the
+        speaker's, this clip added, when a speaker id came and the model can adapt."""
+        if speaker is None or not predictor.can_adapt:
+            return None, {"adapted": False}
+        stats, clips = speakers.add(speaker, feat)
+        return stats, {"adapted": True, "speaker": speaker, "speaker_clips": clips}
+
+    def prepared(data: bytes, name: str, speaker: str | None) -> tuple[tuple, dict] | None:
+        """A short upload's batch item (features, duration in s, statistics) and what its
+        answer says of adaptation."""
+        y = short_signal(data, name)
+        if y is None:
+            return None
+        feat = predictor.extract([y])[0]
+        stats, info = adapted(feat, speaker)
+        return (feat, len(y) / sr, stats), info
+
+    def scored_signal(y: np.ndarray, speaker: str | None) -> dict:
+        feat = predictor.extract([y])[0]
+        stats, info = adapted(feat, speaker)
+        return {**predictor.score([feat], [len(y) / sr], stats=[stats])[0], **info}
+
+    def scored(data: bytes, name: str, speaker: str | None) -> dict | None:
         """The result for a short upload, scored alone (no batching)."""
         y = short_signal(data, name)
-        return None if y is None else predictor.predict_signals([y])[0]
+        return None if y is None else scored_signal(y, speaker)
 
-    def scored_alone(data: bytes, name: str) -> dict:
-        return predictor.predict_signals([audio.decode_bytes(data, sr=sr, source=name)])[0]
+    def scored_alone(data: bytes, name: str, speaker: str | None) -> dict:
+        return scored_signal(audio.decode_bytes(data, sr=sr, source=name), speaker)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -234,7 +284,8 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
         """200 once the model is warmed up, 503 (``"status": "warming up"``) before; with the
         forward passes that scored batches so far and the requests in them."""
         info = {"model": predictor.spec.model, "version": __version__, "max_batch": limits.max_batch,
-                "batches": batcher.batches, "batched_requests": batcher.items}
+                "batches": batcher.batches, "batched_requests": batcher.items, "can_adapt": predictor.can_adapt,
+                "speakers": len(speakers)}
         if not app.state.warm.done():
             return JSONResponse({"status": "warming up", **info}, status_code=503)
         app.state.warm.result()  # a failed warm-up is a 500 with its traceback in the log
@@ -245,30 +296,41 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
         return {"labels": predictor.labels}
 
     @app.post("/v1/predict")
-    async def predict(request: Request, file: UploadFile) -> dict:
-        """Emotion of the whole upload: ``{"label", "scores", "duration_s"}``."""
+    async def predict(request: Request, file: UploadFile,
+                      speaker: Annotated[str | None, Form(description=SPEAKER_HELP)] = None,
+                      speaker_query: Annotated[str | None, Query(alias="speaker", description=SPEAKER_HELP)] = None
+                      ) -> dict:
+        """Emotion of the whole upload: ``{"label", "scores", "duration_s", "adapted"}``, and
+        with a speaker id that a model that can adapt used, ``"speaker"`` and
+        ``"speaker_clips"`` (clips in its statistics, this one included)."""
+        who = speaker_id(speaker, speaker_query)
         data = await read_upload(request, file)
         name = file.filename or "upload"
         await asyncio.shield(app.state.warm)
         if limits.max_batch == 1:  # no batching: each request decoded and scored alone
-            result = await run(pool, scored, data, name)
+            result = await run(pool, scored, data, name, who)
         else:
-            x = await run(pool, prepared, data, name)
+            item = await run(pool, prepared, data, name, who)
             try:
-                result = None if x is None else await batcher.submit(x)
+                result = None if item is None else {**await batcher.submit(item[0]), **item[1]}
             except AudioError as exc:  # e.g. a speaker-normalised model given one clip and no statistics
                 raise HTTPException(400, str(exc)) from None
         if result is None:  # longer than batch_max_s: on the side, never in the way of the short ones
-            result = await run(long_pool, scored_alone, data, name)
+            result = await run(long_pool, scored_alone, data, name, who)
         return JSONResponse(result)  # a plain dict of str and float: no validation to pay for
 
     @app.post("/v1/timeline")
-    async def timeline(request: Request, file: UploadFile) -> dict:
-        """Emotion per speech segment: ``{"rows": [{"start", "end", "label", "scores"}], "duration_s"}``."""
+    async def timeline(request: Request, file: UploadFile,
+                       adapt: Annotated[bool | None, Form(description=ADAPT_HELP)] = None,
+                       adapt_query: Annotated[bool | None, Query(alias="adapt", description=ADAPT_HELP)] = None
+                       ) -> dict:
+        """Emotion per speech segment: ``{"rows": [{"start", "end", "label", "scores", "speaker",
+        "adapted"}], "duration_s"}``; ``speaker`` names the segment's voice (S1, S2, ...)."""
         data = await read_upload(request, file)
         seconds = await run(pool, header_seconds, data, file.filename or "upload")
         await asyncio.shield(app.state.warm)
-        rows = await run(long_pool if seconds > limits.batch_max_s else pool, predictor.timeline, io.BytesIO(data))
+        own = partial(predictor.timeline, adapt=False not in (adapt, adapt_query))
+        rows = await run(long_pool if seconds > limits.batch_max_s else pool, own, io.BytesIO(data))
         return {"rows": rows, "duration_s": round(seconds, 3)}
 
     return app
