@@ -19,10 +19,12 @@ from fastapi.testclient import TestClient
 from emovox import audio
 from emovox.errors import ConfigError
 from emovox.features import FeatureConfig
+from emovox.normalize import Stats
 from emovox.predict import Predictor
 from emovox.serve import MicroBatcher, ServiceLimits, create_app, limit_threads, serving_backend
+from emovox.serve.speakers import SpeakerStats
 
-from .conftest import PITCH, tone
+from .conftest import PITCH, tone, write
 
 WAIT_S = 60.0  # upper bound on waits for a condition; the tests never sleep for a fixed time
 
@@ -105,7 +107,8 @@ def test_predict_upload(client):
     r = client.post("/v1/predict", files={"file": ("a.flac", flac)})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"label", "scores", "duration_s"} and abs(body["duration_s"] - 1.5) < 0.01
+    assert set(body) == {"label", "scores", "duration_s", "adapted"} and abs(body["duration_s"] - 1.5) < 0.01
+    assert body["adapted"] is False
 
 
 def test_timeline_upload(client):
@@ -154,11 +157,11 @@ def test_requests_that_arrive_while_the_model_is_busy_share_one_forward_pass(tin
     want = [alone(predictor, d) for d in uploads]
     score, sizes, busy, go = predictor.score, [], threading.Event(), threading.Event()
 
-    def held(inputs, seconds):  # the first forward pass holds the model until the others queued
+    def held(inputs, seconds, **kw):  # the first forward pass holds the model until the others queued
         sizes.append(len(inputs))
         busy.set()
         go.wait(WAIT_S)
-        return score(inputs, seconds)
+        return score(inputs, seconds, **kw)
 
     async def main():
         async with served(app) as http:
@@ -222,10 +225,10 @@ def test_not_healthy_until_warmed_up_and_an_early_request_is_answered_after(tiny
     predictor = Predictor.load(tiny_run)
     score, warming, go = predictor.score, threading.Event(), threading.Event()
 
-    def slow_first_calls(inputs, seconds):
+    def slow_first_calls(inputs, seconds, **kw):
         warming.set()
         go.wait(WAIT_S)
-        return score(inputs, seconds)
+        return score(inputs, seconds, **kw)
 
     predictor.score = slow_first_calls
     app = create_app(predictor)
@@ -417,3 +420,139 @@ def test_the_benchmark_client_reads_each_answer_whole_on_one_connection_and_coun
     assert "cannot" in bench.json.loads(b2)["detail"]
     assert len(loaded["latencies"]) == 6 and loaded["errors"] == 0 and loaded["client_cpu"] >= 0
     assert len(failed["latencies"]) == 4 and failed["errors"] == 4
+
+
+def adapted_alone(predictor, uploads):
+    """The result of the last of ``uploads`` scored with the statistics of all of them (one speaker)."""
+    signals = [audio.decode_bytes(d, sr=predictor.features.sample_rate) for d in uploads]
+    feats = predictor.extract(signals)
+    return predictor.score(feats[-1:], [len(signals[-1]) / predictor.features.sample_rate], stats=Stats.of(feats))[0]
+
+
+@pytest.mark.parametrize("max_batch", [16, 1])
+def test_each_speaker_id_has_its_own_running_statistics(normed_run, max_batch):
+    predictor = Predictor.load(normed_run)
+    bob = [wav_bytes(tone(PITCH[e] * 1.7, 1.1, 16000, seed=9)) for e in ("sad", "happy")]
+    uploads = {"alice": clips(3), "bob": bob}
+    sent = [("alice", 0, "form"), ("bob", 0, "form"), ("alice", 1, "query"), ("alice", 2, "form"), ("bob", 1, "query")]
+    with TestClient(create_app(predictor, ServiceLimits(max_batch=max_batch))) as c:
+        wait_ready(c)
+        for who, i, how in sent:
+            data = uploads[who][i]
+            r = c.post("/v1/predict", files={"file": ("x.wav", data)},
+                       **({"data": {"speaker": who}} if how == "form" else {"params": {"speaker": who}}))
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["adapted"], body["speaker"], body["speaker_clips"]) == (True, who, i + 1)
+            assert_same(body, adapted_alone(predictor, uploads[who][: i + 1]))
+        assert c.get("/healthz").json()["speakers"] == 2
+        plain = c.post("/v1/predict", files={"file": ("x.wav", uploads["alice"][2])}).json()
+    assert plain["adapted"] is False and "speaker_clips" not in plain
+    assert_same(plain, alone(predictor, uploads["alice"][2]))
+    assert plain["scores"] != pytest.approx(body["scores"], abs=1e-3)  # the statistics matter
+
+
+def test_requests_of_different_speakers_share_a_forward_pass_each_with_its_own_statistics(normed_run):
+    predictor = Predictor.load(normed_run)
+    app = create_app(predictor, ServiceLimits(max_batch=16))
+    uploads = clips(7)
+    owners = [None, "a", "b", "c", "a", "b", "c"]  # the first holds the model until the others queued
+    score, sizes, busy, go = predictor.score, [], threading.Event(), threading.Event()
+
+    def held(inputs, seconds, **kw):
+        sizes.append(len(inputs))
+        busy.set()
+        go.wait(WAIT_S)
+        return score(inputs, seconds, **kw)
+
+    async def main():
+        async with served(app) as http:
+            await ready(http)
+            predictor.score = held
+            send = [http.post("/v1/predict", files={"file": ("x.wav", d)}, data={"speaker": w} if w else {})
+                    for d, w in zip(uploads, owners, strict=True)]
+            first = asyncio.ensure_future(send[0])
+            await until(busy.is_set)
+            rest = [asyncio.ensure_future(r) for r in send[1:]]
+            await until(lambda: app.state.batcher.pending == 6)
+            go.set()
+            return await asyncio.gather(first, *rest)
+
+    try:
+        responses = [r.json() for r in asyncio.run(main())]
+    finally:
+        go.set()
+    assert sizes == [1, 6]
+    assert_same(responses[0], alone(predictor, uploads[0]))
+    for who in "abc":
+        mine = [i for i, w in enumerate(owners) if w == who]
+        by_clips = {responses[i]["speaker_clips"]: i for i in mine}  # the order they reached the statistics
+        assert sorted(by_clips) == [1, 2]
+        assert_same(responses[by_clips[1]], adapted_alone(predictor, [uploads[by_clips[1]]]))
+        assert_same(responses[by_clips[2]], adapted_alone(predictor, [uploads[by_clips[1]], uploads[by_clips[2]]]))
+
+
+def test_the_least_recently_heard_speaker_is_forgotten_beyond_max_speakers(normed_run):
+    with TestClient(create_app(Predictor.load(normed_run), ServiceLimits(max_speakers=2))) as c:
+        wait_ready(c)
+        data = clips(1)[0]
+        counts = [c.post("/v1/predict", files={"file": ("x.wav", data)}, data={"speaker": who}).json()["speaker_clips"]
+                  for who in ("a", "b", "a", "c", "b", "a", "b")]
+        assert counts == [1, 1, 2, 1, 1, 1, 2]  # c evicts b (a was heard since), b then a, a then c; b stays
+        assert c.get("/healthz").json()["speakers"] == 2
+
+
+def test_a_model_that_cannot_adapt_ignores_a_speaker_id_and_says_so(client):
+    r = client.post("/v1/predict", files={"file": ("x.wav", clips(1)[0])}, data={"speaker": "alice"})
+    assert r.status_code == 200 and r.json()["adapted"] is False and "speaker_clips" not in r.json()
+    health = client.get("/healthz").json()
+    assert health["can_adapt"] is False and health["speakers"] == 0
+
+
+@pytest.mark.parametrize(("form", "query", "message"), [
+    ({"speaker": "x" * 201}, {}, "longer than 200"),
+    ({"speaker": "alice"}, {"speaker": "bob"}, "two different speaker ids"),
+])
+def test_bad_speaker_ids_are_a_400(normed_run, form, query, message):
+    with TestClient(create_app(Predictor.load(normed_run))) as c:
+        r = c.post("/v1/predict", files={"file": ("x.wav", clips(1)[0])}, data=form, params=query)
+    assert r.status_code == 400 and message in r.json()["detail"]
+
+
+def test_speaker_statistics_are_copies_and_survive_threads():
+    store = SpeakerStats(capacity=4)
+    first, clips_ = store.add("a", np.ones((2, 5)))
+    store.add("a", np.zeros((2, 5)))
+    assert clips_ == 1 and first.n == 5 and first.sum.tolist() == [5.0, 5.0]  # later clips leave it as it was
+
+    def many(who):
+        for _ in range(200):
+            store.add(who, np.ones((2, 3)))
+
+    threads = [threading.Thread(target=many, args=(w,)) for w in ("b", "c", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.add("b", np.ones((2, 3)))[1] == 401 and store.add("c", np.ones((2, 3)))[0].n == 3 * 401
+    with pytest.raises(ConfigError):
+        SpeakerStats(capacity=0)
+
+
+def test_timeline_adapts_to_the_upload_unless_told_not_to(normed_run, tmp_path):
+    predictor = Predictor.load(normed_run)
+    sr = 16000
+    parts = [np.zeros(sr // 2, np.float32)]
+    for k, e in enumerate(["angry", "sad", "happy", "neutral"]):
+        parts += [tone(PITCH[e], 1.5, sr, seed=k), np.zeros(sr // 2, np.float32)]
+    path = write(tmp_path / "rec.wav", np.concatenate(parts), sr)
+    with TestClient(create_app(predictor)) as c:
+        wait_ready(c)
+        data = path.read_bytes()
+        default = c.post("/v1/timeline", files={"file": ("r.wav", data)}).json()["rows"]
+        off = [c.post("/v1/timeline", files={"file": ("r.wav", data)}, **kw).json()["rows"]
+               for kw in ({"data": {"adapt": "false"}}, {"params": {"adapt": "false"}})]
+    assert len(default) == 4 and all({"speaker", "adapted"} <= set(r) for r in default)
+    assert default == predictor.timeline(path)
+    assert off[0] == off[1] == predictor.timeline(path, adapt=False)
+    assert not any(r["adapted"] for r in off[0])
