@@ -117,7 +117,7 @@ def test_predict_and_timeline_take_folders(tiny_run, tmp_path):
     r = run("timeline", "--model", tiny_run, "--format", "csv", rec, "--plot", tmp_path / "plots")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[0] == "file,start,end,label,neutral,happy,sad,angry"
+    assert lines[0] == "file,start,end,speaker,adapted,label,neutral,happy,sad,angry"
     assert [line.split(",")[0] for line in lines[1:]] == expected[:3]  # one speech segment per recording
     pngs = sorted(p.relative_to(tmp_path / "plots").as_posix() for p in (tmp_path / "plots").rglob("*.png"))
     assert pngs == ["A.png", "b.png", "sub/a.png"]
@@ -186,3 +186,111 @@ def test_override_options_reach_the_settings(tmp_path, monkeypatch):
         assert not seen[command].speaker_norm
         r = run(command, "--data", tmp_path, "--out", tmp_path / command, "--ssl-mode", "thawed")
         assert r.exit_code == 2 and "unknown ssl mode" in r.output
+
+
+def _speaker_folders(root):
+    """Two 'speakers' (folders) of three clips each, one voice an octave above the other."""
+    files = []
+    for k, (folder, shift) in enumerate((("low", 0.8), ("high", 1.6))):
+        for i, emo in enumerate(("neutral", "sad", "angry")):
+            files.append(write(root / folder / f"{emo}.wav", tone(PITCH[emo] * shift, 1.2, 16000, seed=10 * k + i),
+                               16000))
+    return files
+
+
+def _api(run_dir, files, stats_of=None):
+    """Results through the Python API: adapted to the statistics of ``stats_of`` (files), or not."""
+    from emovox.audio import load
+    from emovox.predict import Predictor
+
+    p = Predictor.load(run_dir)
+    stats = None if stats_of is None else p.stats_of([str(f) for f in stats_of])
+    return p.predict_signals([load(f, sr=p.features.sample_rate) for f in files], stats=stats)
+
+
+def _close(rows, expected):
+    return all(r["label"] == e["label"] and np.allclose(list(r["scores"].values()), list(e["scores"].values()),
+                                                        atol=1e-5) for r, e in zip(rows, expected, strict=True))
+
+
+def test_predict_adapts_to_its_inputs_to_each_folder_or_to_separate_audio(normed_run, tmp_path):
+    files = sorted(_speaker_folders(tmp_path / "rec"))  # high/..., then low/...
+    low, high = [f for f in files if f.parent.name == "low"], [f for f in files if f.parent.name == "high"]
+
+    def rows(*args):
+        r = run("predict", "--model", normed_run, "--format", "json", *args)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    plain = rows(tmp_path / "rec")
+    assert [r["file"] for r in plain] == [str(f) for f in files] and {r["adapted"] for r in plain} == {"none"}
+    assert _close(plain, _api(normed_run, files))
+    pooled = rows(tmp_path / "rec", "--adapt")
+    assert {r["adapted"] for r in pooled} == {"inputs"} and _close(pooled, _api(normed_run, files, files))
+    by_folder = rows(tmp_path / "rec", "--adapt-by", "folder")
+    assert {r["adapted"] for r in by_folder} == {"folder"}
+    assert _close(by_folder[:3], _api(normed_run, high, high)) and _close(by_folder[3:], _api(normed_run, low, low))
+    assert not _close(by_folder, pooled) and not _close(pooled, plain)  # the statistics differ, and matter
+    learnt = rows(*high, "--adapt-from", tmp_path / "rec" / "low")  # a folder; files are taken too
+    assert {r["adapted"] for r in learnt} == {"from"} and _close(learnt, _api(normed_run, high, low))
+    assert _close(rows(*high, "--adapt-from", low[0], "--adapt-from", low[1]), _api(normed_run, high, low[:2]))
+    r = run("predict", "--model", normed_run, "--format", "csv", "--adapt", *high)
+    assert r.stdout.splitlines()[0] == "file,adapted,label,neutral,happy,sad,angry"
+    assert r.stdout.splitlines()[1].startswith(f"{high[0]},inputs,")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--adapt"], "this model cannot adapt"),
+    (["--adapt-by", "folder"], "this model cannot adapt"),
+    (["--adapt-from", "{clip}"], "this model cannot adapt"),
+])
+def test_a_model_that_cannot_adapt_refuses_the_adapt_options(tiny_run, tmp_path, args, message):
+    clip = write(tmp_path / "a.wav", tone(PITCH["sad"], 1.2, 16000), 16000)
+    for command in ("predict", "timeline") if args[0] == "--adapt-from" else ("predict",):
+        r = run(command, "--model", tiny_run, clip, *(a.replace("{clip}", str(clip)) for a in args))
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) <= 2  # one line (wrapped at most once)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--adapt", "--adapt-by", "folder"], "exclude each other"),
+    (["--adapt", "--adapt-from", "{clip}"], "exclude each other"),
+    (["--adapt-by", "speaker"], "unknown --adapt-by 'speaker'"),
+    (["--adapt-from", "{tmp}/nothing"], "nothing: no such file"),
+])
+def test_bad_adapt_options_give_one_line_and_exit_2(normed_run, tmp_path, args, message):
+    clip = write(tmp_path / "a.wav", tone(PITCH["sad"], 1.2, 16000), 16000)
+    argv = [a.replace("{clip}", str(clip)).replace("{tmp}", str(tmp_path)) for a in args]
+    r = run("predict", "--model", normed_run, clip, *argv)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_train_and_evaluate_help_list_every_model():
+    from emovox.models import MODELS
+
+    for command in ("train", "evaluate"):
+        text = " ".join(run(command, "--help").output.split())
+        listed = re.search(r"--model\s.*?\(default", text, re.S).group(0)
+        assert all(re.search(rf"\b{name}\b", listed) for name in MODELS), (command, listed)
+
+
+def test_timeline_says_each_segments_voice_and_whether_it_was_adapted(normed_run, tmp_path):
+    from emovox.predict import Predictor
+
+    silence = np.zeros(8000, np.float32)
+    parts = [silence]
+    for k, emo in enumerate(("angry", "sad", "happy", "neutral")):
+        parts += [tone(PITCH[emo], 1.5, 16000, seed=k), silence]
+    rec = write(tmp_path / "rec.wav", np.concatenate(parts), 16000)
+    predictor = Predictor.load(normed_run)
+    r = run("timeline", "--model", normed_run, "--format", "json", rec, "--plot", tmp_path / "rec.png")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert rows == predictor.timeline(rec) and len(rows) == 4
+    assert all(re.fullmatch(r"S\d+", row["speaker"]) and isinstance(row["adapted"], bool) for row in rows)
+    assert (tmp_path / "rec.png").read_bytes()[:4] == b"\x89PNG"
+    r = run("timeline", "--model", normed_run, "--format", "csv", "--no-adapt", rec)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "start,end,speaker,adapted,label,neutral,happy,sad,angry"
+    plain = predictor.timeline(rec, adapt=False)
+    assert [line.split(",")[2:4] for line in lines[1:]] == [[row["speaker"], "False"] for row in plain]

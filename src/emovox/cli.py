@@ -25,7 +25,9 @@ Data = Annotated[list[str] | None, typer.Option(
                    "(default: the config's sources).")]
 Corpus = Annotated[str, typer.Option(
     "--corpus", help="Reader of a single --data: ravdess, cremad, tess, savee, emodb, nemo, ased, folder or auto.")]
-ModelName = Annotated[str | None, typer.Option("--model", help="cnn_small, cnn, bilstm, crnn, mlp or ssl.")]
+ModelName = Annotated[str | None, typer.Option(
+    "--model", help="Model family: kernel (the default recipe), cnn_small, cnn, bilstm, crnn, mlp, ssl or "
+                    "ssl_finetune (default: the config's, else kernel).")]
 Out = Annotated[Path | None, typer.Option("--out", help="Run dir to write.")]
 Resume = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run dir.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML/JSON with features:, train:, data: sections.")]
@@ -196,15 +198,22 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
 Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
 ModelDir = Annotated[Path | None, typer.Option("--model", help="Run dir (default: the bundled model).")]
 Backend = Annotated[str, typer.Option("--backend", help="torch or onnx.")]
-Adapt = Annotated[list[Path] | None, typer.Option(
-    "--adapt", help="A recording of the speaker (repeatable); a speaker-normalised model uses its statistics.")]
+AdaptFrom = Annotated[list[Path] | None, typer.Option(
+    "--adapt-from", help="Unlabelled audio of the speaker or setting, a file or a folder (repeatable): the model "
+                         "adapts to its statistics.")]
 
 
-def _predictor(model: Path | None, backend: str = "torch", adapt: list[Path] | None = None, device: str = "auto"):
+def _predictor(model: Path | None, backend: str = "torch", adapt_from: list[Path] | None = None,
+               device: str = "auto", *, adapting: bool = False):
+    """The model, adapted to the ``--adapt-from`` audio if any; ``adapting``: some ``--adapt*``
+    option asks for adaptation, which a model that cannot adapt refuses (exit code 2)."""
     from emovox.predict import Predictor
 
     predictor = Predictor.load(model, backend=backend, device=device)
-    return predictor.adapt([str(p) for p in adapt]) if adapt else predictor
+    if (adapting or adapt_from) and not predictor.can_adapt:
+        raise EmovoxError("this model cannot adapt to a speaker (it was trained without speaker normalisation)",
+                          fix="drop the --adapt options, or use a model trained with --speaker-norm")
+    return predictor.adapt([str(f) for _, f in _audio_files(adapt_from)]) if adapt_from else predictor
 
 
 def _audio_files(paths: list[Path]) -> list[tuple[Path, Path]]:
@@ -217,13 +226,45 @@ def _audio_files(paths: list[Path]) -> list[tuple[Path, Path]]:
 @app.command()
 @friendly
 def predict(paths: Annotated[list[Path], typer.Argument(help="Audio files, or folders (searched recursively).")],
-            model: ModelDir = None, fmt: Format = "table", backend: Backend = "torch", adapt: Adapt = None,
-            device: Device = "auto") -> None:
-    """Print the emotion and class probabilities of each file (a folder: of every audio file in it)."""
+            model: ModelDir = None, fmt: Format = "table", backend: Backend = "torch",
+            adapt: Annotated[bool, typer.Option(
+                "--adapt", help="Take all the inputs for one speaker or setting and adapt to them.")] = False,
+            adapt_by: Annotated[str | None, typer.Option(
+                "--adapt-by", help="folder: adapt to each parent folder's files apart (one folder per speaker "
+                                   "or session).")] = None,
+            adapt_from: AdaptFrom = None, device: Device = "auto") -> None:
+    """Print the emotion and class probabilities of each file (a folder: of every audio file in it).
+
+    Each row says how its file was adapted: none, inputs (--adapt), folder (--adapt-by folder)
+    or from (--adapt-from).
+    """
+    if adapt_by not in (None, "folder"):
+        raise EmovoxError(f"unknown --adapt-by {adapt_by!r}", fix="use --adapt-by folder")
+    if sum((adapt, adapt_by is not None, bool(adapt_from))) > 1:
+        raise EmovoxError("--adapt, --adapt-by and --adapt-from exclude each other", fix="pass one of them")
     files = [f for _, f in _audio_files(paths)]
-    predictor = _predictor(model, backend, adapt, device)
-    rows = [{"file": str(f), **r} for f, r in zip(files, predictor.predict([str(f) for f in files]), strict=True)]
-    _emit(rows, predictor.labels, fmt)
+    predictor = _predictor(model, backend, adapt_from, device, adapting=adapt or adapt_by is not None)
+    mode = "inputs" if adapt else "folder" if adapt_by else "from" if adapt_from else "none"
+    groups = [f.parent for f in files] if adapt_by else [None] * len(files) if adapt else None
+    results = _adapted(predictor, files, groups)
+    rows = [{"file": str(f), **r, "adapted": mode} for f, r in zip(files, results, strict=True)]
+    _emit(rows, predictor.labels, fmt, keys=("file", "adapted") if mode != "none" else ("file",))
+
+
+def _adapted(predictor, files: list[Path], groups: list | None) -> list[dict]:
+    """Results for ``files`` (decoded and featurised once); files with the same ``groups``
+    item share the statistics of all of them (``None``: the predictor's own, if any)."""
+    from emovox.audio import load
+    from emovox.normalize import Stats
+
+    sr = predictor.features.sample_rate
+    signals = [load(f, sr=sr) for f in files]
+    feats = predictor.extract(signals)
+    stats = None
+    if groups is not None:
+        by_group = {g: Stats.of([x for x, h in zip(feats, groups, strict=True) if h == g]) for g in set(groups)}
+        stats = [by_group[g] for g in groups]
+    return predictor.score(feats, [len(y) / sr for y in signals], stats=stats)
 
 
 @app.command()
@@ -237,27 +278,33 @@ def timeline(paths: Annotated[list[Path], typer.Argument(
                  "--vad", help="Speech detector: silero (learned; holds up in noise) or energy (a level gate).")
              ] = "silero",
              threshold_db: Annotated[float, typer.Option(help="Energy VAD level in dBFS.")] = -45.0,
-             backend: Backend = "torch", adapt: Adapt = None, device: Device = "auto") -> None:
+             backend: Backend = "torch",
+             no_adapt: Annotated[bool, typer.Option(
+                 "--no-adapt", help="Score each segment as a single clip, without adapting to the recording.")] = False,
+             adapt_from: AdaptFrom = None, device: Device = "auto") -> None:
     """Emotion per speech segment of long recordings (streamed; memory stays flat).
 
-    One recording prints start, end and emotion per segment; several (or a folder) add a
-    file column.
+    One recording prints start, end, voice (S1, S2, ...: the segments grouped by voice),
+    emotion and whether it was adapted per segment; several (or a folder) add a file column.
+    A model that can adapt does so to each voice of the recording unless --no-adapt.
     """
     from emovox.segment import VadConfig
 
     files = _audio_files(paths)
     several = len(files) > 1 or paths[0].is_dir()
-    predictor = _predictor(model, backend, adapt, device)
+    predictor = _predictor(model, backend, adapt_from, device)
     rows = []
     for arg, file in files:
-        segments = predictor.timeline(file, vad=VadConfig(method=vad, threshold_db=threshold_db))
+        segments = predictor.timeline(file, vad=VadConfig(method=vad, threshold_db=threshold_db),
+                                       adapt=not no_adapt)
         rows += [{"file": str(file), **r} for r in segments] if several else segments
         if plot is not None:
             from emovox.plots import plot_timeline
 
             png = plot / (file.relative_to(arg) if arg.is_dir() else Path(file.name)).with_suffix(".png")
             plot_timeline(segments, predictor.labels, png if several else plot, title=file.name)
-    _emit(rows, predictor.labels, fmt, keys=("file", "start", "end") if several else ("start", "end"))
+    keys = ("start", "end", "speaker", "adapted")
+    _emit(rows, predictor.labels, fmt, keys=("file", *keys) if several else keys)
 
 
 @app.command()
@@ -278,7 +325,10 @@ def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
               help="auto (onnx on the CPU when onnxruntime is installed, else torch), torch or onnx.")] = "auto",
           device: Device = "auto",
           max_batch: Annotated[int, typer.Option(help="Requests per forward pass (1: no batching).")] = 16,
-          max_wait_ms: Annotated[float, typer.Option(help="Longest wait (ms) for a batch to fill.")] = 2.0) -> None:
+          max_wait_ms: Annotated[float, typer.Option(help="Longest wait (ms) for a batch to fill.")] = 2.0,
+          max_speakers: Annotated[int, typer.Option(
+              help="Speaker ids whose running statistics are kept (the least recently heard is forgotten).")] = 1000
+          ) -> None:
     """REST service with a web page (FastAPI + uvicorn); docs at /docs."""
     import uvicorn
 
@@ -286,7 +336,7 @@ def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
     from emovox.serve import ServiceLimits, create_app, limit_threads, serving_backend
 
     limits = ServiceLimits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s, max_batch=max_batch,
-                           max_wait_ms=max_wait_ms)
+                           max_wait_ms=max_wait_ms, max_speakers=max_speakers)
     limit_threads()  # before loading: an onnx session takes its thread count then
     app_ = create_app(Predictor.load(model, backend=serving_backend(backend, device), device=device), limits)
     uvicorn.run(app_, host=host, port=port, log_level="info")
@@ -300,11 +350,12 @@ def listen(model: ModelDir = None,
            hop_s: Annotated[float, typer.Option(help="Seconds between results.")] = 0.5,
            device: Annotated[str | None, typer.Option(help="Input device (sounddevice name or index).")] = None,
            realtime: Annotated[bool, typer.Option(help="Pace --file like a live stream.")] = True,
-           fmt: Annotated[str, typer.Option("--format", help="live or jsonl.")] = "live", adapt: Adapt = None) -> None:
+           fmt: Annotated[str, typer.Option("--format", help="live or jsonl.")] = "live",
+           adapt_from: AdaptFrom = None) -> None:
     """Classify microphone audio (or a file played live) in sliding windows."""
     from emovox import live
 
-    predictor = _predictor(model, adapt=adapt)
+    predictor = _predictor(model, adapt_from=adapt_from)
     sr = predictor.features.sample_rate
     if file is not None:
         blocks = live.file_source(file, sr=sr, realtime=realtime)

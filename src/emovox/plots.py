@@ -9,6 +9,9 @@ import numpy as np
 
 from emovox.files import atomic_write
 
+VOICE_GAP = 0.03  # between the probability bars and the voice band, in probability units
+VOICE_BAND = 0.07  # height of the voice band
+
 
 def _pyplot():
     import matplotlib
@@ -46,10 +49,12 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: list[str], path: Pat
 
 
 def plot_timeline(rows: list[dict], labels: list[str], path: Path, *, title: str = "") -> None:
-    """Save emotion probabilities over time (one stacked bar per speech segment) as PNG."""
+    """Save emotion probabilities over time (one stacked bar per speech segment) as PNG; rows
+    with a ``"speaker"`` (voice) also get a band above the bars, one shade per voice."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    colors = plt.get_cmap("tab10")
+    colors, shades = plt.get_cmap("tab10"), plt.get_cmap("Pastel2")
+    voices = list(dict.fromkeys(r["speaker"] for r in rows if "speaker" in r))
     for r in rows:
         bottom = 0.0
         for i, lab in enumerate(labels):
@@ -57,11 +62,19 @@ def plot_timeline(rows: list[dict], labels: list[str], path: Path, *, title: str
             ax.bar(r["start"], p, width=r["end"] - r["start"], bottom=bottom, align="edge", color=colors(i % 10),
                    edgecolor="none")
             bottom += p
+        if "speaker" in r:
+            ax.bar(r["start"], VOICE_BAND, width=r["end"] - r["start"], bottom=1 + VOICE_GAP, align="edge",
+                   color=shades(voices.index(r["speaker"]) % 8), edgecolor="none")
+            ax.text((r["start"] + r["end"]) / 2, 1 + VOICE_GAP + VOICE_BAND / 2, r["speaker"], ha="center",
+                    va="center", fontsize=6, clip_on=True)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1 + (VOICE_GAP + VOICE_BAND if voices else 0))
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_title(title)
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(labels))],
-              labels=labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(labels))]
+    handles += [plt.Rectangle((0, 0), 1, 1, color=shades(i % 8)) for i in range(len(voices))]
+    ax.legend(handles=handles, labels=[*labels, *(f"voice {v}" for v in voices)], loc="upper left",
+              bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     _save(fig, path)
