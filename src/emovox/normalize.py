@@ -11,6 +11,7 @@ labels.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,12 +45,48 @@ class Stats:
             stats.update(f)
         return stats
 
-    def apply(self, feat: np.ndarray) -> np.ndarray:
-        if self.n == 0:
+    def moments(self, prior: Prior | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation per row; with ``prior``, shrunk toward it as if
+        ``prior.frames`` frames of a typical speaker had been seen too."""
+        if self.n == 0 and prior is None:
             raise ValueError("no frames seen")
-        mean = self.sum / self.n
-        std = np.sqrt(np.maximum(self.sumsq / self.n - mean**2, 0.0)) + EPS
-        return ((feat - mean[:, None]) / std[:, None]).astype(np.float32)
+        if prior is None:
+            mean = self.sum / self.n
+            return mean, np.sqrt(np.maximum(self.sumsq / self.n - mean**2, 0.0))
+        k = prior.frames
+        total = self.n + k
+        mean = ((0.0 if self.sum is None else self.sum) + k * prior.mean) / total
+        # second moment: the speaker's frames about the shrunk mean, plus the prior's spread about it
+        own = 0.0 if self.sum is None else self.sumsq - 2 * mean * self.sum + self.n * mean**2
+        var = (own + k * (prior.std**2 + (prior.mean - mean) ** 2)) / total
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+    def apply(self, feat: np.ndarray, prior: Prior | None = None) -> np.ndarray:
+        """``feat`` ``(F, T)`` z-scored with these statistics (shrunk toward ``prior``, if given)."""
+        mean, std = self.moments(prior)
+        return ((feat - mean[:, None]) / (std[:, None] + EPS)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What a typical training speaker's statistics look like before any of a new speaker's
+    audio is seen: the mean over speakers of their feature means, the root mean square of
+    their standard deviations, and how many frames (utterances, for utterance vectors) of
+    a new speaker weigh as much as it (see :meth:`Stats.moments`)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    frames: float
+
+    @classmethod
+    def of(cls, feats: Sequence[np.ndarray], speakers: Sequence[Hashable], *, frames: float) -> Prior:
+        """The prior of the speakers of a training set (``speakers`` aligned with ``feats``)."""
+        groups: dict[Hashable, list[np.ndarray]] = {}
+        for f, s in zip(feats, speakers, strict=True):
+            groups.setdefault(s, []).append(f)
+        moments = [Stats.of(fs).moments() for fs in groups.values()]
+        return cls(np.mean([m for m, _ in moments], axis=0), np.sqrt(np.mean([sd**2 for _, sd in moments], axis=0)),
+                   float(frames))
 
 
 def by_speaker(feats: Sequence[np.ndarray], speakers: Sequence[Hashable | None], *,
