@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/accuracy.py [--data ../shared/data] [--out runs/bench] [--only emodb/cnn+spk,...]
-                                  [--epochs N] [--seed S]
+                                  [--epochs N] [--seed S] [--conditions phone,white:10,...]
 
 Each system is one ``emovox evaluate`` run (through the Python API; ``mlp`` reads eGeMAPS +
 GE2E utterance vectors, ``kernel`` level-free eGeMAPS + GE2E + GE2E layer means, the other
@@ -13,6 +13,10 @@ classes they share, each corpus held out in turn (train on three, test on every 
 fourth).
 The first run of each corpus also runs eGeMAPSv02 + SVM on the same folds. Folds run 2
 at a time (1 torch thread each). Finished folds are reused, so an interrupted run resumes.
+
+With ``--conditions`` (test-time channels, :mod:`emovox.conditions`), each ``loco`` row
+also scores every held-out corpus through each channel: one table per condition, and one
+of each system's mean UA per condition and over all of them, clean included.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from emovox import experiment
+from emovox.conditions import CLEAN
 from emovox.settings import Settings
 
 FOLDS = {"ravdess": "6", "emodb": "loso", "loco": "loco"}
@@ -93,6 +98,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, help="override the epochs per corpus (use a fresh --out)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (use a fresh --out)")
+    ap.add_argument("--conditions", default="", help="test conditions for the loco rows, e.g. phone,white:10")
     args = ap.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     rows, with_baseline = [], set()
@@ -111,7 +117,7 @@ def main() -> None:
         data = [(c, Path(args.data) / c) for c in LOCO_CORPORA] if loco else Path(args.data) / corpus
         m = experiment.evaluate(data, Path(args.out) / name.replace("/", "-"), settings,
                                 corpus=corpus, folds=FOLDS[corpus], with_baseline=baseline, jobs=args.jobs,
-                                threads=1)
+                                threads=1, test_conditions=args.conditions.split(",") if loco else ())
         rows.append((corpus, m["name"], m, time.perf_counter() - t0))
         if baseline:
             rows.append((corpus, m["baseline"]["name"], m["baseline"], None))
@@ -125,14 +131,28 @@ def print_table(rows) -> None:
         print(f"| {corpus} | {name} | {FOLDS[corpus]} | {m['ua']:.3f} | {m['wa']:.3f} | {m['macro_f1']:.3f} | "
               f"{m['mean']['ua']:.3f} ± {m['std']['ua']:.3f} | {'' if wall is None else f'{wall:.0f}'} |", flush=True)
     loco = [(name, m) for corpus, name, m, _ in rows if corpus == "loco"]
-    if loco:
-        held = " | ".join(f"{c} held out" for c in LOCO_CORPORA)
-        print(f"\n| leave-one-corpus-out: system | {held} | mean over held-out corpora |")
+    # each system's scores per test condition (clean: the run's own folds; the baseline has no others)
+    tested = [(name, m.get("test_conditions") or {CLEAN: m}) for name, m in loco]
+    conditions = list(dict.fromkeys(c for _, by in tested for c in by))
+    held = " | ".join(f"{c} held out" for c in LOCO_CORPORA)
+    for condition in conditions:
+        under = "" if condition == CLEAN else f" under {condition}"
+        print(f"\n| leave-one-corpus-out{under}: system | {held} | mean over held-out corpora |")
         print("|---" * (len(LOCO_CORPORA) + 2) + "|")
-        for name, m in loco:
-            ua = {f["test_corpus"]: f["ua"] for f in m["folds"]}
-            print(f"| {name} | " + " | ".join(f"{ua[c]:.3f}" for c in LOCO_CORPORA) + f" | {m['mean']['ua']:.3f} |",
-                  flush=True)
+        for name, by in tested:
+            if condition in by:
+                ua = {f["test_corpus"]: f["ua"] for f in by[condition]["folds"]}
+                print(f"| {name} | " + " | ".join(f"{ua[c]:.3f}" for c in LOCO_CORPORA) +
+                      f" | {by[condition]['mean']['ua']:.3f} |", flush=True)
+    if len(conditions) > 1:
+        print("\n| leave-one-corpus-out: system | " + " | ".join(f"{c} mean UA" for c in conditions) +
+              " | mean over conditions |")
+        print("|---" * (len(conditions) + 2) + "|")
+        for name, by in tested:
+            if len(by) == len(conditions):
+                means = [by[c]["mean"]["ua"] for c in conditions]
+                print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means) + f" | {sum(means) / len(means):.3f} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

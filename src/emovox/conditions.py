@@ -15,8 +15,8 @@ random draws come from (below). Names, as ``--test-conditions`` takes them:
   leave-one-corpus-out, never the held-out corpus);
 - ``reverb:RT60``: a synthetic room with an ``RT60``-second reverberation time;
 - ``mp3:LEVEL``: MP3 coding at libsndfile's variable-bitrate compression level (0 best,
-  1 smallest; on 16 kHz speech ``mp3:0.5`` comes out at about 43 kbit/s, ``mp3:0.9`` at
-  31, ``mp3:1`` at 24);
+  1 smallest; on ten EMO-DB and ten nEMO clips at 16 kHz ``mp3:0.5`` came out at about
+  43 kbit/s, ``mp3:0.9`` at 31, ``mp3:1`` at 24);
 - a chain with ``+``, applied left to right: ``phone+white:15`` is the telephone line,
   then white noise at 15 dB SNR (``white:15+phone`` puts the noise before the line).
 
