@@ -55,7 +55,7 @@ JOB_FILE = "_job.json"  # what the dataset holds (mode, model); readers skip nam
 LOCK_FILE = "_job.lock"
 PART_PREFIX = "part-"
 READ_ERRORS = (EmovoxError, sf.LibsndfileError, OSError)  # a file that cannot be read becomes an error row
-NO_SPEECH = "no speech segment (nothing above the VAD level)"
+NO_SPEECH = "no speech found"  # the error of a timeline file without segments (not counted as an error)
 FILE_COLUMNS = ("path", "duration_s", "error")  # one value per file; the others hold one value per row
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,16 @@ class BatchJob:
         A run dir or ``model.pt``; ``None`` for the bundled model.
     device : str
         Where the model runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+    vad : str
+        ``timeline``'s speech detector: ``silero`` or ``energy``.
     threshold_db : float
-        The VAD level of ``timeline``, in dBFS.
+        The energy detector's level, in dBFS.
     """
 
     mode: str = "predict"
     model: str | None = None
     device: str = "auto"
+    vad: str = "silero"
     threshold_db: float = -45.0
 
     def __post_init__(self) -> None:
@@ -175,7 +178,8 @@ class Scorer:
         from emovox.segment import VadConfig
 
         try:
-            segments = self.predictor.timeline(path, vad=VadConfig(threshold_db=self.job.threshold_db))
+            segments = self.predictor.timeline(path, vad=VadConfig(method=self.job.vad,
+                                                                   threshold_db=self.job.threshold_db))
             seconds = round(audio.duration(path), 3)
         except READ_ERRORS as exc:
             return self._file(path, None, [], str(exc))
@@ -267,7 +271,7 @@ def manifest(source: str | Path) -> list[str]:
 def run(source: str | Path, out: str | Path, *, mode: str = "predict", model: str | Path | None = None,
         engine: str = "local", address: str | None = None, workers: int | None = None,
         gpus_per_worker: float = 0.0, cpus_per_worker: float = CPUS_PER_WORKER, batch_files: int = BATCH_FILES,
-        part_files: int = PART_FILES, threshold_db: float = -45.0, device: str = "auto",
+        part_files: int = PART_FILES, vad: str = "silero", threshold_db: float = -45.0, device: str = "auto",
         progress: bool = True) -> BatchResult:
     """Score every file of ``source`` that has no row in ``out`` yet; write its rows to ``out``.
 
@@ -296,8 +300,10 @@ def run(source: str | Path, out: str | Path, *, mode: str = "predict", model: st
         Files per model call.
     part_files : int
         Files per Parquet part (a part is also written after :data:`PART_SECONDS`).
+    vad : str
+        ``timeline``'s speech detector, ``silero`` or ``energy``.
     threshold_db : float
-        ``timeline``'s VAD level, in dBFS.
+        The energy detector's level, in dBFS.
     device : str
         The ``local`` engine's device (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
     progress : bool
@@ -317,7 +323,7 @@ def run(source: str | Path, out: str | Path, *, mode: str = "predict", model: st
         raise ConfigError("--batch-size and --part-files must be at least 1")
     job = BatchJob(mode=mode, model=None if model is None else os.path.abspath(model),
                    device=device if engine == "local" else ("cuda" if gpus_per_worker > 0 else "cpu"),
-                   threshold_db=threshold_db)
+                   vad=vad, threshold_db=threshold_db)
     paths = manifest(source)
     out = Path(out)
     start = time.perf_counter()
@@ -509,18 +515,25 @@ class _Progress:
 
     def update(self, files: pa.Table) -> None:
         self.files += files.num_rows
-        self.errors += files.num_rows - files["error"].null_count
+        self.errors += _errors(files["error"])
         self.audio_s += pc.sum(files["duration_s"]).as_py() or 0.0
         rate = self.files / max(time.perf_counter() - self._start, 1e-9)
         self._bar.update(self._task, advance=files.num_rows,
                          status=f"{self.audio_s / 3600:.2f} h audio · {rate:.1f} files/s · {self.errors} errors")
 
 
+def _errors(error: pa.ChunkedArray) -> int:
+    """Rows with an error (a timeline file without speech is not one)."""
+    return pc.sum(pc.and_(pc.invert(pc.is_null(error)), pc.not_equal(error, NO_SPEECH))).as_py() or 0
+
+
 def summary(out: str | Path) -> list[dict]:
     """Per label over the whole dataset: rows (files or segments), their share, and their audio
-    in hours (a file's duration, or a segment's length); a last row counts the errors."""
+    in hours (a file's duration, or a segment's length); then the timeline files without
+    speech, and the files with an error."""
     table = read(out)
-    errors = pc.sum(pc.invert(pc.is_null(table["error"]))).as_py() or 0
+    errors = _errors(table["error"])
+    silent = pc.sum(pc.equal(table["error"], NO_SPEECH)).as_py() or 0
     scored = table.filter(pc.is_null(table["error"]))
     seconds = (pc.subtract(scored["end"], scored["start"]) if "start" in scored.column_names
                else scored["duration_s"])
@@ -528,6 +541,8 @@ def summary(out: str | Path) -> list[dict]:
     rows = [{"label": lab, "rows": n, "share": n / max(1, table.num_rows), "audio_h": s / 3600}
             for lab, n, s in zip(*(by[c].to_pylist() for c in ("label", "s_count", "s_sum")), strict=True)]
     rows.sort(key=lambda r: -r["rows"])
+    if "start" in table.column_names:
+        rows.append({"label": "(no speech)", "rows": silent, "share": silent / max(1, table.num_rows), "audio_h": None})
     return rows + [{"label": "(error)", "rows": errors, "share": errors / max(1, table.num_rows), "audio_h": None}]
 
 
@@ -537,14 +552,14 @@ def _claim(out: Path, job: BatchJob) -> None:
     record = {"mode": job.mode, "model_sha256": sha256(resolve_model(job.model)),
               "model": job.model or "bundled", "emovox": __version__}
     if job.mode == "timeline":
-        record["threshold_db"] = job.threshold_db
+        record.update(vad=job.vad, threshold_db=job.threshold_db)
     path = out / JOB_FILE
     if path.exists():
         old = json.loads(path.read_text())
-        differs = [k for k in ("mode", "model_sha256", "threshold_db") if old.get(k) != record.get(k)]
+        differs = [f"{k} {old.get(k)} (now {record.get(k)})" for k in ("mode", "model_sha256", "vad", "threshold_db")
+                   if old.get(k) != record.get(k)]
         if differs:
-            raise ConfigError(f"holds a {old.get('mode')} job of another {'/'.join(differs)} "
-                              f"(model {old.get('model')})", path=out,
+            raise ConfigError(f"holds the rows of another job: {', '.join(differs)}", path=out,
                               fix="rerun with the options of the first run, or pass a new --out")
     elif any(p.name != LOCK_FILE for p in out.iterdir()):
         raise ConfigError("is not empty and holds no emovox batch job", path=out, fix="pass a new or empty --out")

@@ -309,6 +309,41 @@ def timeline(paths: Annotated[list[Path], typer.Argument(
 
 @app.command()
 @friendly
+def batch(source: Annotated[Path, typer.Argument(help="A folder, or a CSV or Parquet file with a `path` column.")],
+          out: Annotated[Path, typer.Option("--out", help="Parquet dataset folder (rerun to resume).")],
+          mode: Annotated[str, typer.Option(help="predict (a row per file) or timeline (per segment).")] = "predict",
+          model: ModelDir = None,
+          engine: Annotated[str, typer.Option(help="local (this process) or ray (pip install 'emovox[ray]').")]
+          = "local",
+          address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start one here).")] = None,
+          workers: Annotated[int | None, typer.Option(help="Threads (local) or Ray actors (default: CPUs).")] = None,
+          gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray actor.")] = 0.0,
+          cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray actor.")] = 0.5,
+          batch_size: Annotated[int, typer.Option(help="Files per model call.")] = 16,
+          part_files: Annotated[int, typer.Option(help="Files per Parquet part.")] = 500,
+          vad: Annotated[str, typer.Option(help="timeline's speech detector: silero or energy.")] = "silero",
+          threshold_db: Annotated[float, typer.Option(help="The energy detector's level in dBFS.")] = -45.0,
+          device: Device = "auto", quiet: Quiet = False) -> None:
+    """Score an archive into a Parquet dataset, here or on Ray; a rerun scores only files without rows."""
+    from rich.table import Table
+
+    from emovox import batch as archive
+
+    r = archive.run(source, out, mode=mode, model=model, engine=engine, address=address, workers=workers,
+                    gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_files=batch_size,
+                    part_files=part_files, vad=vad, threshold_db=threshold_db,
+                    device=device, progress=not quiet)
+    table = Table("label", "files" if mode == "predict" else "segments", "share", "audio (h)")
+    for row in archive.summary(out):
+        hours = "" if row["audio_h"] is None else f"{row['audio_h']:.3f}"
+        table.add_row(escape(str(row["label"])), str(row["rows"]), f"{row['share']:.1%}", hours)
+    console.print(table)
+    console.print(f"[green]scored[/green] {r.scored} files ({r.audio_s / 3600:.2f} h audio, {r.errors} errors) "
+                  f"in {r.seconds:.1f} s; {r.skipped} already done -> {escape(str(out))}")
+
+
+@app.command()
+@friendly
 def export(out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")], model: ModelDir = None) -> None:
     """Export the network (with its input normalisation) to ONNX."""
     from emovox.export import export as export_onnx
