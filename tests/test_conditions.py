@@ -150,5 +150,7 @@ def test_leave_one_corpus_out_through_test_conditions(ravdess_dir, tmp_path):
     again = json.loads((out / "metrics.json").read_text())
     assert list(again["test_conditions"]) == ["clean", "pink:10"]
     assert again["test_conditions"]["clean"]["folds"] == tested["clean"]["folds"]  # the same models, retrained
+    r = CliRunner().invoke(app, ["evaluate", "--resume", str(out), "--quiet"])
+    assert r.exit_code == 0 and "| pink:10 |" in r.output  # --resume keeps the run's conditions
     r = CliRunner().invoke(app, [*map(str, args), "--test-conditions", "phone,hum:50"])
     assert r.exit_code == 2 and "bad test condition 'hum:50'" in r.output
