@@ -7,8 +7,11 @@ import pytest
 
 from emovox.errors import AudioError, CheckpointError
 from emovox.predict import Predictor
+from emovox.segment import VadConfig
 
 from .conftest import PITCH, tone, write
+
+TONES = VadConfig(method="energy")  # synthetic tones are no speech to the default (Silero) VAD
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def test_timeline_finds_speech_between_silences(predictor, tmp_path):
             truth.append((t, t + seconds))
         t += seconds
     path = write(tmp_path / "long.wav", np.concatenate(parts), sr)
-    rows = predictor.timeline(path)
+    rows = predictor.timeline(path, vad=TONES)
     assert len(rows) == 2
     for row, (start, end) in zip(rows, truth, strict=True):
         assert abs(row["start"] - start) < 0.2 and abs(row["end"] - end) < 0.2
@@ -165,10 +168,10 @@ def test_timeline_of_a_plain_model_scores_segments_in_batches_as_it_streams(pred
     from emovox import audio
 
     path = _recording(tmp_path)
-    expected = predictor.timeline(path)
+    expected = predictor.timeline(path, vad=TONES)
     streams = _counting(monkeypatch, audio, "stream")
     scored = _counting(monkeypatch, predictor, "predict_signals")
-    assert predictor.timeline(path, batch=3) == expected
+    assert predictor.timeline(path, vad=TONES, batch=3) == expected
     assert len(streams) == 1 and [len(args[0]) for args in scored] == [3, 1]
 
 
