@@ -1,9 +1,11 @@
 """The web page in real headless Chromium: upload a file, see the emotion, bars and timeline."""
 
+import re
 import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,14 +25,15 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_run):
+@contextmanager
+def serving(run_dir):
+    """The service on ``run_dir``'s model, on a free loopback port: its URL."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(Predictor.load(tiny_run)), host="127.0.0.1", port=port,
+    srv = uvicorn.Server(uvicorn.Config(create_app(Predictor.load(run_dir)), host="127.0.0.1", port=port,
                                         log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -41,6 +44,12 @@ def server(tiny_run):
     yield f"http://127.0.0.1:{port}/"
     srv.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    with serving(tiny_run) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +86,8 @@ def test_long_upload_shows_timeline(page, server, tmp_path):
     page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=30000)
     assert page.is_visible("#timeline-section")
     assert page.locator("#segments tbody tr").count() == 3
+    voices = page.locator("#segments tbody tr td:nth-child(3)").all_text_contents()
+    assert all(re.fullmatch(r"S\d+", v) for v in voices), voices
     page.screenshot(path=str(tmp_path / "timeline.png"), full_page=True)
 
 
@@ -87,3 +98,25 @@ def test_bad_upload_shows_error(page, server, tmp_path):
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#status.error", timeout=30000)
     assert "cannot" in page.inner_text("#status")
+
+
+def test_the_adapt_toggle_sends_the_pages_session_and_says_what_it_got(page, normed_run, server, tmp_path):
+    clips = [write(tmp_path / f"{e}.wav", tone(PITCH[e], 2.0, 16000), 16000) for e in ("sad", "happy", "angry")]
+
+    def upload(clip):
+        page.set_input_files("#file", str(clip))
+        page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=30000)
+        page.evaluate("document.getElementById('status').textContent = ''")
+        return page.text_content("#adapted")
+
+    with serving(normed_run) as url:
+        page.goto(url)
+        assert upload(clips[0]) == ""  # off by default: each upload stands alone
+        page.check("#adapt")
+        assert [upload(c) for c in clips[1:]] == [f"adapted to {n} file(s) of this page" for n in (1, 2)]
+        page.goto(url)  # a new page is a new session
+        page.check("#adapt")
+        assert upload(clips[0]) == "adapted to 1 file(s) of this page"
+    page.goto(server)  # a model that cannot adapt says so
+    page.check("#adapt")
+    assert upload(clips[0]) == "(this model cannot adapt)"
