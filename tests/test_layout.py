@@ -8,7 +8,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 INFERENCE = ["emovox.predict", "emovox.serve", "emovox.export", "emovox.live", "emovox.segment", "emovox.models",
-             "emovox.bundled"]
+             "emovox.bundled", "emovox.batch"]
 TRAINING = {"emovox.train", "emovox.experiment", "emovox.dataset", "emovox.settings", "emovox.cache",
             "emovox.splits", "emovox.baseline", "emovox.calibrate", "emovox.augment", "emovox.corpora",
             "emovox.evaluate", "emovox.plots", "emovox.distributed", "emovox.cli", "emovox.conditions"}

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -434,7 +435,7 @@ class PartWriter:
         self.part_files = part_files
         self.done: set[str] = set(committed_paths(out))
         self.parts = 0
-        self._run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self._run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"  # unique: a part never replaces one
         self._pending: list[pa.Table] = []
         self._files = 0
         self._since = time.monotonic()
