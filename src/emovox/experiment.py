@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from emovox import distributed, models
 from emovox.calibrate import calibrate_and_measure
@@ -25,6 +26,7 @@ from emovox.evaluate import scores
 from emovox.features import FeatureConfig
 from emovox.frontend import clip_frames, n_features
 from emovox.models import ModelSpec
+from emovox.normalize import Prior
 from emovox.predict import score_features
 from emovox.rundir import open_run, run_name, source_record, write_config, write_json
 from emovox.settings import Settings
@@ -38,30 +40,60 @@ log = logging.getLogger("emovox")
 def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
               speaker_norm: bool = False, progress: bool = True) -> dict:
     """Train one model on all speakers (some held out for early stopping); write a run dir.
-    With ``speaker_norm`` the features are z-scored per speaker, and the model says so."""
+    With ``speaker_norm`` the features are z-scored per speaker, and the model says so; with
+    ``train.adapt_prior`` two heads are trained, one on each, and saved as one
+    :class:`~emovox.models.Adaptive` model."""
     out = open_run(out)
     train = for_features(train, features)
-    feats, augmented = model_inputs(ds, speaker_norm=speaker_norm)
     idx = np.arange(len(ds.y))
     fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
-    result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
-                 cfg=train, groups=ds.groups, augmented=augmented, checkpoint_dir=out, progress=progress)
-    calibration = calibrate_and_measure(result.model, feats, ds.y, val_idx, val_idx, clip_frames(features))
-    probs = score_features(result.model, [feats[i] for i in val_idx], clip_frames(features))
-    val = scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict()
-    metrics = {"name": run_name(train, features, ds, speaker_norm=speaker_norm), "validation": val,
-               "calibration": calibration, "best_epoch": result.best_epoch,
-               "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "history": result.history,
-               "n_train": len(fit_idx), "skipped": ds.skipped,
-               "ranks": {"world_size": distributed.world(), "weights_sha256": distributed.gather(
-                   _weights_digest(result.model))}}
+    if train.adapt_prior is not None and speaker_norm:
+        raise ConfigError("adapt_prior trains a speaker-normalised head beside the single-clip one itself",
+                          fix="turn speaker_norm off")
+    heads = {"single": False, "adapted": True} if train.adapt_prior is not None else {"model": speaker_norm}
+    metrics: dict = {"name": run_name(train, features, ds, speaker_norm=speaker_norm)}
+    trained = {}
+    for head, normed in heads.items():
+        feats, augmented = model_inputs(ds, speaker_norm=normed)
+        result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
+                     cfg=train, groups=ds.groups, augmented=augmented, progress=progress, description=head,
+                     checkpoint_dir=out if len(heads) == 1 else out / head)
+        calibration = calibrate_and_measure(result.model, feats, ds.y, val_idx, val_idx, clip_frames(features))
+        probs = score_features(result.model, [feats[i] for i in val_idx], clip_frames(features))
+        trained[head] = result.model
+        metrics[head if len(heads) > 1 else "model"] = {
+            "validation": scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict(),
+            "calibration": calibration, "best_epoch": result.best_epoch, "history": result.history}
+    single = metrics.pop("model", None) or metrics["single"]  # the figures a clip of an unknown speaker gets
+    metrics |= {"validation": single["validation"], "calibration": single["calibration"],
+                "best_epoch": single["best_epoch"], "history": single["history"],
+                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "n_train": len(fit_idx),
+                "skipped": ds.skipped}
+    model = trained.get("model") or _adaptive(ds, trained, fit_idx, features, train)
+    metrics["ranks"] = {"world_size": distributed.world(), "weights_sha256": distributed.gather(_weights_digest(model))}
     if distributed.is_main():
-        spec = model_spec(ds, features, train, result.model, speaker_norm=speaker_norm)
-        models.save(out / "model.pt", result.model, spec=spec)
+        spec = model_spec(ds, features, train, model, speaker_norm=speaker_norm)
+        models.save(out / "model.pt", model, spec=spec)
         write_json(out / "metrics.json", metrics)
-        (out / "checkpoint.pt").unlink(missing_ok=True)
+        for path in [out / "checkpoint.pt"] + [out / head / "checkpoint.pt" for head in heads]:
+            path.unlink(missing_ok=True)
     distributed.barrier()
     return metrics
+
+
+def _adaptive(ds: Dataset, heads: dict, fit_idx: np.ndarray, features: FeatureConfig,
+              train: TrainConfig) -> models.Adaptive:
+    """The two trained heads as one :class:`~emovox.models.Adaptive` model, its prior the
+    statistics of the training speakers (validation speakers left out)."""
+    head = {"model": train.model, "kwargs": dict(train.model_kwargs)}
+    model = models.Adaptive(n_features(features), clip_frames(features), len(ds.labels), single=head, adapted=head,
+                            prior_frames=train.adapt_prior)
+    model.single.load_state_dict(heads["single"].state_dict())
+    model.adapted.load_state_dict(heads["adapted"].state_dict())
+    prior = Prior.of([ds.features[i] for i in fit_idx], [ds.speakers[i] for i in fit_idx], frames=train.adapt_prior)
+    model.prior_mean.copy_(torch.from_numpy(prior.mean))
+    model.prior_std.copy_(torch.from_numpy(prior.std))
+    return model.eval()
 
 
 def _weights_digest(model) -> str:
@@ -77,12 +109,15 @@ def _weights_digest(model) -> str:
 def model_spec(ds: Dataset, features: FeatureConfig, train: TrainConfig, model: models.Classifier, *,
                speaker_norm: bool = False) -> ModelSpec:
     """What a checkpoint needs to rebuild and use the model without the training code
-    (a model family with pretrained parts says how to rebuild them from config alone)."""
+    (a model family with pretrained parts says how to rebuild them from config alone; an
+    adaptive model, its two heads and its prior's weight)."""
     kwargs = dict(train.model_kwargs)
-    if hasattr(model.body, "spec_kwargs"):
+    if isinstance(model, models.Adaptive):
+        kwargs = {**model.head_kwargs, "prior_frames": model.prior_frames}
+    elif hasattr(model.body, "spec_kwargs"):
         kwargs = {k: v for k, v in kwargs.items() if k != "backbone"} | model.body.spec_kwargs()
     return ModelSpec(
-        model=train.model,
+        model="adaptive" if isinstance(model, models.Adaptive) else train.model,
         model_kwargs={"n_features": n_features(features), "n_frames": clip_frames(features),
                       "n_classes": len(ds.labels), **kwargs},
         labels=tuple(ds.labels),

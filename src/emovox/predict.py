@@ -24,7 +24,7 @@ from emovox.errors import AudioError, ConfigError
 from emovox.features import FeatureConfig, windows
 from emovox.frontend import extract_batch
 from emovox.models import ModelSpec
-from emovox.normalize import Stats
+from emovox.normalize import Prior, Stats
 from emovox.segment import Segment, VadConfig, speech_segments
 
 BATCH_WINDOWS = 64
@@ -85,8 +85,13 @@ class Predictor:
     'angry'
     """
 
-    def __init__(self, model, spec: ModelSpec | dict):
+    def __init__(self, model, spec: ModelSpec | dict, *, adapted=None, prior: Prior | None = None):
+        if isinstance(model, models.Adaptive):  # one clip: the single head; with statistics: the adapted one
+            adapted, prior = model.adapted, _prior(model)
+            model = model.single
         self.model = model
+        self.adapted_model = adapted  # reads features z-scored with a speaker's statistics, shrunk toward prior
+        self.prior = prior
         self.spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
         self.labels: list[str] = list(self.spec.labels)
         self.features: FeatureConfig = self.spec.features
@@ -115,7 +120,11 @@ class Predictor:
             return cls(model, spec)
         from emovox.export import OnnxEncoder, OnnxModel, on_waveform
 
-        predictor = cls(OnnxModel.from_torch(model, spec), spec)
+        if isinstance(model, models.Adaptive):
+            predictor = cls(OnnxModel.from_torch(model.single, spec), spec,
+                            adapted=OnnxModel.from_torch(model.adapted, spec), prior=_prior(model))
+        else:
+            predictor = cls(OnnxModel.from_torch(model, spec), spec)
         if on_waveform(spec):  # the front end runs in onnxruntime too
             predictor.front = OnnxEncoder(spec)
         return predictor
@@ -142,7 +151,7 @@ class Predictor:
     @property
     def can_adapt(self) -> bool:
         """Whether the model uses a speaker's (or recording's) statistics when given them."""
-        return self.speaker_norm
+        return self.speaker_norm or self.adapted_model is not None
 
     def adapt(self, x: Input | Sequence[Input], *, sr: int | None = None) -> Predictor:
         """Learn the speaker's feature statistics from unlabelled audio of that speaker
@@ -160,8 +169,9 @@ class Predictor:
         return self._stats_of(self.extract(self._signals(x, sr)[0]))
 
     def _stats_of(self, feats: list[np.ndarray]) -> Stats:
-        """One speaker's statistics; utterance vectors need two inputs or more (one has no spread)."""
-        if self.features.kind == "utterance" and len(feats) < 2:
+        """One speaker's statistics; utterance vectors need two inputs or more (one has no
+        spread), unless the model shrinks them toward a prior."""
+        if self.features.kind == "utterance" and len(feats) < 2 and self.prior is None:
             raise AudioError("this model z-scores utterance vectors per speaker, and one input has no statistics",
                              fix="pass two or more recordings of the speaker: files together, a recording to "
                                  "timeline, or --adapt-from FILE --adapt-from FILE (Predictor.adapt)")
@@ -185,9 +195,26 @@ class Predictor:
         forward pass; ``seconds`` are the clips' durations. ``stats`` adapts a model that can
         adapt: one speaker's statistics for all, or a list aligned with ``feats`` (``None``
         items: unadapted). The service batches requests so."""
+        if self.adapted_model is not None:
+            return self._score_two_heads(list(feats), seconds, stats if stats is not None else self.speaker_stats_)
         if self.speaker_norm:
             feats = self._normalise(list(feats), stats if stats is not None else self.speaker_stats_)
         probs = score_features(self.model, feats, self.n_frames)
+        return [self._result(p, s) for p, s in zip(probs, seconds, strict=True)]
+
+    def _score_two_heads(self, feats: list[np.ndarray], seconds: Sequence[float],
+                         stats: Stats | Sequence[Stats | None] | None) -> list[dict]:
+        """:meth:`score` for an :class:`~emovox.models.Adaptive` model: inputs with statistics
+        through the adapted head, the others through the single-clip head."""
+        per_item = list(stats) if isinstance(stats, (list, tuple)) else [stats] * len(feats)
+        probs = np.zeros((len(feats), len(self.labels)))
+        alone = [i for i, s in enumerate(per_item) if s is None]
+        adapted = [i for i, s in enumerate(per_item) if s is not None]
+        if alone:
+            probs[alone] = score_features(self.model, [feats[i] for i in alone], self.n_frames)
+        if adapted:
+            x = [per_item[i].apply(feats[i], self.prior) for i in adapted]
+            probs[adapted] = score_features(self.adapted_model, x, self.n_frames)
         return [self._result(p, s) for p, s in zip(probs, seconds, strict=True)]
 
     def _normalise(self, feats: list[np.ndarray], stats: Stats | Sequence[Stats | None] | None) -> list[np.ndarray]:
@@ -277,6 +304,11 @@ class Predictor:
     def _result(self, probs: np.ndarray, seconds: float) -> dict:
         scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
+
+
+def _prior(model: models.Adaptive) -> Prior:
+    """The training speakers' statistics that an adaptive model's are shrunk toward."""
+    return Prior(model.prior_mean.double().cpu().numpy(), model.prior_std.double().cpu().numpy(), model.prior_frames)
 
 
 def _rows(spans: Sequence[tuple[float, float]], results: Sequence[dict]) -> list[dict]:

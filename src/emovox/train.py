@@ -80,6 +80,12 @@ class TrainConfig:
     precision : {"auto", "bf16", "fp16", "fp32"}
         Autocast precision on CUDA (``auto``: bf16 where the GPU has it, else fp32; fp16
         scales the loss). The CPU computes in fp32 and refuses bf16/fp16.
+    adapt_prior : float, optional
+        Also train a head on features z-scored per speaker, and save both heads as one
+        model that reads a single clip as it is and adapts when given a speaker's audio
+        (:class:`emovox.models.Adaptive`). The value is how many frames (utterances, for
+        utterance vectors) of a new speaker weigh as much as the training speakers'
+        typical statistics, toward which the new speaker's are shrunk.
     """
 
     model: str = "cnn"
@@ -99,6 +105,7 @@ class TrainConfig:
     encoder_lr_scale: float = 0.1
     device: str = "auto"
     precision: str = "auto"
+    adapt_prior: float | None = None
 
     def __post_init__(self) -> None:
         if self.model not in models.MODELS:
@@ -107,6 +114,8 @@ class TrainConfig:
             raise ConfigError("epochs, batch_size and lr must be positive")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.schedule!r}", fix="use cosine or constant")
+        if self.adapt_prior is not None and self.adapt_prior < 0:
+            raise ConfigError(f"adapt_prior must be >= 0, not {self.adapt_prior}")
         parse_all(self.augment)  # a bad spec fails here, before any work
         object.__setattr__(self, "device", check(self.device))
         resolve_precision(self.precision, resolve(self.device))  # a missing GPU or bf16 on CPU too

@@ -38,7 +38,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "ssl": SSLHead,
     "ssl_finetune": SSLFinetune,
 }
-__all__ = ["FORMAT", "MODELS", "Classifier", "ModelSpec", "build", "load", "save"]
+__all__ = ["FORMAT", "MODELS", "Adaptive", "Classifier", "ModelSpec", "build", "load", "save"]
 
 
 class Classifier(nn.Module):
@@ -55,8 +55,37 @@ class Classifier(nn.Module):
         return self.body(self.norm(x)) / self.temperature
 
 
-def build(name: str, *, n_features: int, n_frames: int, n_classes: int, **kwargs) -> Classifier:
-    """Instantiate model ``name`` (a key of :data:`MODELS`) with its keyword arguments."""
+class Adaptive(nn.Module):
+    """Two heads over the same features, for one clip or for a speaker's audio.
+
+    ``single`` reads a clip's features as they are: what a clip of an unknown speaker gets.
+    ``adapted`` reads them z-scored with a speaker's (or recording's) statistics, learnt
+    from unlabelled audio and shrunk toward the training speakers' typical statistics
+    (``prior_mean``, ``prior_std``) by ``prior_frames`` pseudo-frames
+    (:class:`emovox.normalize.Prior`). Called as a module, it is the single-clip head, so
+    every path that scores a clip (ONNX export included) needs nothing else.
+    """
+
+    def __init__(self, n_features: int, n_frames: int, n_classes: int, *, single: dict, adapted: dict,
+                 prior_frames: float):
+        super().__init__()
+        shape = dict(n_features=n_features, n_frames=n_frames, n_classes=n_classes)
+        self.head_kwargs = {"single": single, "adapted": adapted}
+        self.single = build(single["model"], **shape, **single.get("kwargs", {}))
+        self.adapted = build(adapted["model"], **shape, **adapted.get("kwargs", {}))
+        self.prior_frames = float(prior_frames)
+        self.register_buffer("prior_mean", torch.zeros(n_features))
+        self.register_buffer("prior_std", torch.ones(n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.single(x)
+
+
+def build(name: str, *, n_features: int, n_frames: int, n_classes: int, **kwargs) -> nn.Module:
+    """Instantiate model ``name`` (a key of :data:`MODELS`, or ``adaptive``: :class:`Adaptive`)
+    with its keyword arguments."""
+    if name == "adaptive":
+        return Adaptive(n_features, n_frames, n_classes, **kwargs)
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}", fix=f"use one of {', '.join(MODELS)}")
     body = MODELS[name](n_features, n_frames, n_classes, **kwargs)
