@@ -174,7 +174,7 @@ def test_cli_names_the_vectors_and_needs_statistics_for_one_file(ravdess_dir, tm
     assert r.exit_code == 2 and "one input has no statistics" in r.output
     r = CliRunner().invoke(app, ["predict", "--model", str(run), "--format", "json", *files])
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(files) == 8
-    adapt = [arg for f in files for arg in ("--adapt", f)]  # the speaker's statistics from other recordings
+    adapt = [arg for f in files for arg in ("--adapt-from", f)]  # the speaker's statistics from other recordings
     r = CliRunner().invoke(app, ["predict", "--model", str(run), "--format", "json", *adapt, files[0]])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["label"] == "neutral"
