@@ -7,6 +7,7 @@ from emovox.export import OnnxModel, export
 from emovox.features import FeatureConfig
 from emovox.normalize import Stats, by_speaker
 from emovox.predict import Predictor
+from emovox.segment import VadConfig
 from emovox.settings import Settings
 from emovox.train import TrainConfig
 
@@ -41,7 +42,7 @@ def test_speaker_normalised_run_predicts_adapts_and_says_so(ravdess_dir, tmp_pat
     assert len(own) == len(adapted) == 4 and own != adapted
     y = np.concatenate([np.zeros(16000, np.float32), tone(PITCH["sad"], 1.5, 16000), np.zeros(16000, np.float32)])
     p.speaker_stats_ = None
-    rows = p.timeline(write(tmp_path / "t.wav", y, 16000))
+    rows = p.timeline(write(tmp_path / "t.wav", y, 16000), vad=VadConfig(method="energy"))  # tones: not speech
     assert len(rows) == 1
 
 
