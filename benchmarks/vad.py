@@ -136,7 +136,7 @@ def main() -> None:
     spk = speakers(args.data)
     names = sorted(spk)
     recordings = []
-    for i in range(args.recordings):
+    for _ in range(args.recordings):
         pair = rng.choice(len(names), 2, replace=False)
         pool = [f for p in pair for f in spk[names[p]]]
         files = [pool[j] for j in rng.choice(len(pool), args.per_recording, replace=False)]
@@ -177,7 +177,8 @@ def main() -> None:
             for m in methods:
                 p, rc, f1 = scores(np.concatenate(seg_pred[m]), t)
                 cells.append(f"{p:.3f} / {rc:.3f} / **{f1:.3f}** | {scores(np.concatenate(dec_pred[m]), t)[2]:.3f}")
-            print(f"| {kind if snr is not None else 'clean'} | {'-' if snr is None else snr} | " + " | ".join(cells) + " |")
+            name, level = ("clean", "-") if snr is None else (kind, snr)
+            print(f"| {name} | {level} | " + " | ".join(cells) + " |")
     print("\n| VAD | audio seconds per CPU second (1 thread) |\n|---|---|")
     for m in methods:
         print(f"| {m} | {audio_s / cpu[m]:.0f} |")
