@@ -114,7 +114,7 @@ def test_predict_and_timeline_take_folders(tiny_run, tmp_path):
     r = run("predict", "--model", tiny_run, "--format", "json", rec, single)
     assert r.exit_code == 0, r.output
     assert [row["file"] for row in json.loads(r.stdout)] == expected
-    r = run("timeline", "--model", tiny_run, "--format", "csv", rec, "--plot", tmp_path / "plots")
+    r = run("timeline", "--model", tiny_run, "--format", "csv", "--vad", "energy", rec, "--plot", tmp_path / "plots")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0] == "file,start,end,speaker,adapted,label,neutral,happy,sad,angry"

@@ -21,13 +21,15 @@ from emovox.device import check as check_device
 from emovox.device import of as device_of
 from emovox.device import to_device
 from emovox.errors import AudioError, ConfigError
-from emovox.features import FeatureConfig, windows
+from emovox.features import UTTERANCE_DIMS, FeatureConfig, windows
 from emovox.frontend import extract_batch
 from emovox.models import ModelSpec
 from emovox.normalize import Prior, Stats
 from emovox.segment import Segment, VadConfig, speech_segments
+from emovox.voices import group_voices
 
 BATCH_WINDOWS = 64
+MIN_ADAPT_SEGMENTS = 5  # a voice's segments before the timeline adapts to it (docs/benchmarks.md, "Adaptation")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -235,40 +237,69 @@ class Predictor:
                 out[i] = f
         return out
 
-    def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 8) -> list[dict]:
+    def timeline(self, path: str | Path | BinaryIO, *, vad: VadConfig | None = None, batch: int = 8,
+                 adapt: bool = True) -> list[dict]:
         """Classify each speech segment of a recording of any length (streamed from disk).
 
-        Returns rows ``{"start": s, "end": s, "label": ..., "scores": {...}}`` in seconds.
-        Segments are scored ``batch`` at a time as they are found, as many batches side by
-        side as torch may use threads (:func:`_map_ordered`). A speaker-normalised model
-        without :meth:`adapt` statistics takes them from the recording's own speech: the
-        features of every segment are kept (never the audio), then normalised and scored.
+        Returns rows ``{"start": s, "end": s, "label", "scores", "speaker", "adapted"}``
+        (times in seconds). Segments are found and their features extracted ``batch`` at a
+        time, as many batches side by side as torch may use threads (:func:`_map_ordered`);
+        only the features are kept, never the audio. When the features hold a d-vector, the
+        segments are grouped by voice (:func:`emovox.voices.group_voices`; ``speaker`` is
+        ``"S1"``, ``"S2"``, ... in order of appearance, else ``None``). A model that can
+        adapt, without :meth:`adapt` statistics and with ``adapt``, then adapts to each
+        voice's own segments once it has :data:`MIN_ADAPT_SEGMENTS` of them (a model that
+        only reads speaker-normalised features, to the whole recording's speech).
         """
         workers = torch.get_num_threads()
-        if self.speaker_norm and self.speaker_stats_ is None:
-            return self._timeline_own_stats(path, vad, batch, workers)
-        rows: list[dict] = []
-        for segments, results in _map_ordered(lambda segs: self.predict_signals([s.audio for s in segs]),
-                                              self._segment_batches(path, vad, batch), workers):
-            rows += _rows([(s.start, s.end) for s in segments], results)
-        return rows
-
-    def _timeline_own_stats(self, path, vad: VadConfig | None, batch: int, workers: int) -> list[dict]:
-        """:meth:`timeline` normalised with the statistics of the recording's own speech: one
-        decode and one feature extraction, the features kept until all are seen."""
-        spans: list[tuple[float, float]] = []  # times only: the audio goes once its features are out
+        adapting = adapt and self.can_adapt and self.speaker_stats_ is None
+        if not adapting and "dvector" not in self._parts():  # nothing to learn first: score as segments come
+            rows: list[dict] = []
+            for segments, results in _map_ordered(lambda segs: self.predict_signals([s.audio for s in segs]),
+                                                  self._segment_batches(path, vad, batch), workers):
+                rows += _rows([(s.start, s.end) for s in segments], results)
+            return [{**r, "speaker": None, "adapted": self.speaker_stats_ is not None} for r in rows]
+        spans: list[tuple[float, float]] = []
         feats: list[np.ndarray] = []
         for segments, part in _map_ordered(lambda segs: self.extract([s.audio for s in segs]),
                                            self._segment_batches(path, vad, batch), workers):
             feats += part
             spans += [(s.start, s.end) for s in segments]
-        stats = Stats.of(feats)
-        stats = stats if stats.n >= 2 else None
-        rows: list[dict] = []
+        voices = self._voices(feats)
+        stats = self._recording_stats(feats, voices) if adapting else [self.speaker_stats_] * len(feats)
+        rows = []
         for i in range(0, len(feats), batch):
             times = spans[i : i + batch]
-            rows += _rows(times, self.score(feats[i : i + batch], [end - start for start, end in times], stats=stats))
+            rows += _rows(times, self.score(feats[i : i + batch], [end - start for start, end in times],
+                                            stats=stats[i : i + batch]))
+        for row, voice, used in zip(rows, voices, stats, strict=True):
+            row["speaker"] = None if voice < 0 else f"S{voice + 1}"
+            row["adapted"] = used is not None
         return rows
+
+    def _parts(self) -> tuple[str, ...]:
+        """The utterance vectors the model reads (none for frame features)."""
+        return self.features.utterance if self.features.kind == "utterance" else ()
+
+    def _voices(self, feats: list[np.ndarray]) -> np.ndarray:
+        """A voice number per segment from the d-vectors in its features; -1 without them."""
+        parts = self._parts()
+        if "dvector" not in parts or not feats:
+            return np.full(len(feats), -1)
+        start = sum(UTTERANCE_DIMS[p] for p in parts[: parts.index("dvector")])
+        return group_voices(np.stack([f[start : start + UTTERANCE_DIMS["dvector"], 0] for f in feats]))
+
+    def _recording_stats(self, feats: list[np.ndarray], voices: np.ndarray) -> list[Stats | None]:
+        """Per segment, the statistics it is adapted with: its voice's segments (all of the
+        recording's when voices are not known). An adaptive model adapts to a voice once it
+        has :data:`MIN_ADAPT_SEGMENTS` segments, and scores the others as single clips; a
+        model that only reads speaker-normalised features falls back to the recording's."""
+        whole = Stats.of(feats) if len(feats) >= 2 else None
+        by_voice = {v: Stats.of([f for f, w in zip(feats, voices, strict=True) if w == v]) for v in set(voices)}
+        if self.adapted_model is not None:
+            return [by_voice[v] if v >= 0 and by_voice[v].n >= MIN_ADAPT_SEGMENTS else
+                    whole if v < 0 and len(feats) >= MIN_ADAPT_SEGMENTS else None for v in voices]
+        return [by_voice[v] if v >= 0 and by_voice[v].n >= 2 else whole for v in voices]
 
     def _segment_batches(self, source, vad: VadConfig | None, batch: int) -> Iterator[list[Segment]]:
         """The recording's speech segments, decoded as a stream, ``batch`` at a time."""
