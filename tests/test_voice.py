@@ -5,6 +5,8 @@ import pytest
 import scipy.signal
 import torch
 
+from emovox.features import UTTERANCE_DIMS, FeatureConfig
+from emovox.utterance import vectors
 from emovox.voice import NAMES, SAMPLE_RATE, VoiceFeatures
 
 SR = SAMPLE_RATE
@@ -157,3 +159,12 @@ def test_onnx_export_matches_torch(voice, tmp_path):
         want = voice(torch.from_numpy(wave), torch.from_numpy(lengths)).numpy()
     scale = np.abs(want).max(axis=0) + 1e-3
     assert (np.abs(got - want) / scale).max() < 1e-4
+
+
+def test_registered_as_the_voice_utterance_vector():
+    y = train(140.0, 0.8)[0]
+    cfg = FeatureConfig(kind="utterance", utterance=("voice",), trim_db=None)
+    cols = vectors([y, y[:6000], np.zeros(3000, np.float32)], cfg, device="cpu")
+    assert UTTERANCE_DIMS["voice"] == len(NAMES) and all(c.shape == (len(NAMES), 1) for c in cols)
+    (alone,) = run(VoiceFeatures(), y[:6000])
+    np.testing.assert_allclose(cols[1][:, 0], list(alone.values()), rtol=1e-4, atol=1e-4)

@@ -31,8 +31,9 @@ ENCODED = ("ssl", "utterance")  # kinds a pretrained encoder computes (see emovo
 AMIN = 1e-10  # librosa.power_to_db's floor
 PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
+# "voice": len(emovox.voice.NAMES), the torch eGeMAPS-style functionals (tests/test_voice.py checks it)
 UTTERANCE_DIMS = {"egemaps": 88, "egemaps_rel": 83, "ge2e": 256, "ge2e_layers": 768,
-                  "dvector": 256, "dvector_layers": 768}
+                  "dvector": 256, "dvector_layers": 768, "voice": 83}
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class FeatureConfig:
         For ``kind="utterance"``, stacked in this order: ``"egemaps"`` (88 eGeMAPSv02
         functionals), ``"egemaps_rel"`` (the 83 of them that do not move with the recording
         level), ``"ge2e"`` (256-dimensional GE2E speaker-encoder embedding), ``"ge2e_layers"``
-        (the mean of each of the encoder's three LSTM layers, 768 values).
+        (the mean of each of the encoder's three LSTM layers, 768 values), ``"voice"`` (83
+        level-free eGeMAPS-style functionals computed in torch, batched: :mod:`emovox.voice`).
     speaker_encoder : str or None
         GE2E weights file for ``"ge2e"`` (default: the one shipped in ``emovox/ge2e_weights``).
     """
