@@ -104,6 +104,23 @@ def normed_run(tiny_run, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def voiced_run(tmp_path_factory) -> Path:
+    """A run dir whose features hold a GE2E d-vector (so that ``timeline`` groups segments by
+    voice) and that can adapt: an untrained speaker-normalised perceptron, for the plumbing."""
+    from emovox import models
+    from emovox.features import FeatureConfig
+    from emovox.models import ModelSpec
+
+    torch.manual_seed(0)
+    cfg = FeatureConfig(kind="utterance", utterance=("dvector",))
+    shape = dict(n_features=cfg.n_features, n_frames=1, n_classes=len(PITCH))
+    out = tmp_path_factory.mktemp("voiced")
+    models.save(out / "model.pt", models.build("mlp", **shape),
+                spec=ModelSpec(model="mlp", model_kwargs=shape, labels=tuple(PITCH), features=cfg, speaker_norm=True))
+    return out
+
+
 @pytest.fixture
 def real_data() -> Path:
     if not (DATA / "emodb" / "wav").is_dir():

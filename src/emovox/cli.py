@@ -441,7 +441,7 @@ def _emit(rows: list[dict], labels: list[str], fmt: str, *, keys: tuple[str, ...
 
         table = Table(*keys, "emotion", *labels)
         for r in rows:
-            table.add_row(*(escape(str(r[k])) for k in keys), f"[bold]{r['label']}[/bold]",
+            table.add_row(*("" if r[k] is None else escape(str(r[k])) for k in keys), f"[bold]{r['label']}[/bold]",
                           *(f"{r['scores'][lab]:.2f}" for lab in labels))
         Console().print(table)
     else:

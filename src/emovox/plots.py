@@ -50,11 +50,11 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: list[str], path: Pat
 
 def plot_timeline(rows: list[dict], labels: list[str], path: Path, *, title: str = "") -> None:
     """Save emotion probabilities over time (one stacked bar per speech segment) as PNG; rows
-    with a ``"speaker"`` (voice) also get a band above the bars, one shade per voice."""
+    with a ``"speaker"`` (voice; ``None``: not known) also get a band above the bars, one shade per voice."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.2))
     colors, shades = plt.get_cmap("tab10"), plt.get_cmap("Pastel2")
-    voices = list(dict.fromkeys(r["speaker"] for r in rows if "speaker" in r))
+    voices = list(dict.fromkeys(r["speaker"] for r in rows if r.get("speaker") is not None))
     for r in rows:
         bottom = 0.0
         for i, lab in enumerate(labels):
@@ -62,7 +62,7 @@ def plot_timeline(rows: list[dict], labels: list[str], path: Path, *, title: str
             ax.bar(r["start"], p, width=r["end"] - r["start"], bottom=bottom, align="edge", color=colors(i % 10),
                    edgecolor="none")
             bottom += p
-        if "speaker" in r:
+        if r.get("speaker") is not None:
             ax.bar(r["start"], VOICE_BAND, width=r["end"] - r["start"], bottom=1 + VOICE_GAP, align="edge",
                    color=shades(voices.index(r["speaker"]) % 8), edgecolor="none")
             ax.text((r["start"] + r["end"]) / 2, 1 + VOICE_GAP + VOICE_BAND / 2, r["speaker"], ha="center",
