@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from emovox.segment import VadConfig
 
 from .conftest import PITCH, tone, write
 
+EXAMPLE = Path(__file__).parents[1] / "examples" / "hello.flac"
+
 TONES = VadConfig(method="energy")  # synthetic tones are no speech to the default (Silero) VAD
 
 
@@ -20,7 +23,8 @@ def predictor(tiny_run):
 
 
 def _check(result, labels, seconds):
-    assert set(result) == {"label", "scores", "duration_s"}
+    assert set(result) == {"label", "scores", "duration_s", "quality"}
+    assert set(result["quality"]) >= {"snr_db", "clipping", "bandwidth_hz", "speech_s"}
     assert list(result["scores"]) == labels and result["label"] in labels
     assert abs(sum(result["scores"].values()) - 1) < 1e-4
     assert result["label"] == max(result["scores"], key=result["scores"].get)
@@ -195,3 +199,22 @@ def test_map_ordered_runs_items_side_by_side_on_one_thread_each_in_order():
     assert [r for _, (r, _) in out] == [i * i for i in range(7)]
     assert {threads for _, (_, threads) in out} == {1}
     assert torch.get_num_threads() == before
+
+
+def test_a_long_file_is_streamed_and_summarised_over_its_speech_segments(predictor, tmp_path, monkeypatch):
+    from emovox import audio, predict
+
+    hello = audio.load(EXAMPLE, sr=16000)
+    pause = np.zeros(16000, np.float32)
+    path = write(tmp_path / "long.wav", np.concatenate([hello, pause, 0.5 * hello, pause, hello]), 16000)
+    monkeypatch.setattr(predict, "LONG_INPUT_S", 5.0)
+    loaded = []
+    monkeypatch.setattr(predict.audio, "load", lambda *a, **k: loaded.append(a) or audio.load(*a, **k))
+    result = predictor.predict(path)
+    assert not loaded  # never decoded whole
+    rows = predictor.timeline(path)  # the same segments (default VAD), scored alone
+    weights = np.array([r["end"] - r["start"] for r in rows])
+    mean = weights @ np.array([list(r["scores"].values()) for r in rows]) / weights.sum()
+    assert result["summary"]["segments"] == len(rows) >= 3
+    np.testing.assert_allclose(list(result["scores"].values()), mean, atol=1e-4)
+    assert result["label"] == predictor.labels[int(np.argmax(mean))] and abs(result["duration_s"] - 16.38) < 0.01

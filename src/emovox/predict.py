@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from emovox import audio, models, normalize
+from emovox import audio, models, normalize, quality
 from emovox.bundled import resolve_model
 from emovox.device import check as check_device
 from emovox.device import of as device_of
@@ -29,6 +29,9 @@ from emovox.segment import Segment, VadConfig, speech_segments
 from emovox.voices import group_voices
 
 BATCH_WINDOWS = 64
+# the quality block counts speech with the energy gate: 1 ms per 3 s clip, where Silero takes 8
+QUALITY_VAD = VadConfig(method="energy")
+LONG_INPUT_S = 120.0  # s: longer files are streamed and summarised over their speech segments
 MIN_ADAPT_SEGMENTS = 5  # a voice's segments before the timeline adapts to it (docs/benchmarks.md, "Adaptation")
 T = TypeVar("T")
 R = TypeVar("R")
@@ -131,7 +134,8 @@ class Predictor:
             predictor.front = OnnxEncoder(spec)
         return predictor
 
-    def predict(self, x: Input | Sequence[Input], *, sr: int | None = None) -> dict | list[dict]:
+    def predict(self, x: Input | Sequence[Input], *, sr: int | None = None,
+                adapt: str | Sequence | None = None) -> dict | list[dict]:
         """Emotion of one input or of each input in a list.
 
         Parameters
@@ -140,15 +144,54 @@ class Predictor:
             Arrays are mono ``(n,)`` or ``(n, channels)``; a bare array needs ``sr``.
         sr : int, optional
             Sample rate of bare arrays, in Hz.
+        adapt : {"inputs"} or sequence, optional
+            ``"inputs"``: all inputs are one speaker or setting, and adapt to each other; a
+            sequence aligned with ``x`` (e.g. each file's folder): inputs with the same item
+            adapt to each other. Default: each input alone, or with :meth:`adapt`'s statistics.
 
         Returns
         -------
         dict or list of dict
-            ``{"label": str, "scores": {label: probability}, "duration_s": float}``.
+            ``{"label": str, "scores": {label: probability}, "duration_s": float,
+            "quality": {...}}`` (see :func:`emovox.quality.assess`). A file longer than
+            :data:`LONG_INPUT_S` is streamed: its speech segments are scored and their
+            probabilities averaged, weighted by duration, and ``"summary"`` says so.
         """
-        signals, single = self._signals(x, sr)
-        results = self.predict_signals(signals)
+        single = isinstance(x, (str, Path, tuple, np.ndarray))
+        items = [x] if single else list(x)
+        if adapt is not None and not self.can_adapt:
+            raise ConfigError("this model does not adapt to a speaker", fix="drop the adaptation, or train with "
+                              "train: adapt_prior (or speaker_norm)")
+        groups = [0] * len(items) if adapt == "inputs" else None if adapt is None else list(adapt)
+        entries = [self._entry(item, sr) for item in items]  # features of each input: one at a time in memory
+        stats: list[Stats | None] = [None] * len(items)
+        if groups is not None:
+            pooled = {g: Stats.of([f for e, h in zip(entries, groups, strict=True) if h == g for f in e["feats"]])
+                      for g in set(groups)}
+            stats = [pooled[g] for g in groups]
+        owner = np.repeat(np.arange(len(entries)), [len(e["feats"]) for e in entries])
+        scored = self.score([f for e in entries for f in e["feats"]], [s for e in entries for s in e["seconds"]],
+                            stats=[stats[i] for i in owner] if groups is not None else None)
+        results = [_summarise([r for r, o in zip(scored, owner, strict=True) if o == k], e, self.labels)
+                   for k, e in enumerate(entries)]
         return results[0] if single else results
+
+    def _entry(self, item: Input, sr: int | None) -> dict:
+        """An input's features, each feature matrix's duration (s) and its quality block; a
+        long file streamed, one matrix per speech segment."""
+        rate = self.features.sample_rate
+        if isinstance(item, (str, Path)) and _header_seconds(item) > LONG_INPUT_S:
+            feats, seconds = [], []
+            for segments in self._segment_batches(item, None, BATCH_WINDOWS):
+                feats += self.extract([s.audio for s in segments])
+                seconds += [s.end - s.start for s in segments]
+            speech = float(sum(seconds))
+            return {"feats": feats, "seconds": seconds, "duration_s": audio.duration(item),
+                    "summary": {"segments": len(feats), "speech_s": round(speech, 3),
+                                "method": "speech segments (VAD), probabilities averaged weighted by duration"}}
+        y = self._signal(item, sr)
+        return {"feats": self.extract([y]), "seconds": [len(y) / rate], "duration_s": len(y) / rate,
+                "quality": quality.assess(y, rate, vad=QUALITY_VAD)}
 
     @property
     def can_adapt(self) -> bool:
@@ -335,6 +378,27 @@ class Predictor:
     def _result(self, probs: np.ndarray, seconds: float) -> dict:
         scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
+
+
+def _header_seconds(path: str | Path) -> float:
+    """A file's duration from its header; 0 when it is no readable audio file (loading it
+    then says what is wrong)."""
+    try:
+        return audio.duration(path) if Path(path).is_file() else 0.0
+    except AudioError:
+        return 0.0
+
+
+def _summarise(results: list[dict], entry: dict, labels: list[str]) -> dict:
+    """One input's result from its feature matrices' results (one, or a long file's segments)."""
+    if "summary" not in entry:
+        return {**results[0], "quality": entry["quality"]}
+    weights = np.array(entry["seconds"]) if results else np.zeros(0)
+    probs = np.array([[r["scores"][k] for k in labels] for r in results]).reshape(len(results), len(labels))
+    mean = weights @ probs / weights.sum() if len(results) else np.full(len(labels), 1 / len(labels))
+    return {"label": labels[int(np.argmax(mean))], "scores": {k: round(float(p), 6) for k, p in zip(labels, mean,
+                                                                                                 strict=True)},
+            "duration_s": round(entry["duration_s"], 3), "summary": entry["summary"]}
 
 
 def _prior(model: models.Adaptive) -> Prior:
