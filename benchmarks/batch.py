@@ -69,6 +69,14 @@ def descendants(pid: int) -> set[int]:
     return found - {pid}
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited process its parent has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -120,7 +128,7 @@ def run(cmd: list[str], *, out: Path, kill_at: int | None = None) -> dict:
     gone, left = None, []
     if killed:  # how long the killed driver's processes outlive it (killed after ORPHAN_WAIT_S)
         end = time.perf_counter()
-        while (left := [p for p in seen if Path(f"/proc/{p}").exists()]) and time.perf_counter() - end < ORPHAN_WAIT_S:
+        while (left := [p for p in seen if running(p)]) and time.perf_counter() - end < ORPHAN_WAIT_S:
             time.sleep(1.0)
         gone = time.perf_counter() - end
         for p in left:
