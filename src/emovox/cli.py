@@ -245,26 +245,9 @@ def predict(paths: Annotated[list[Path], typer.Argument(help="Audio files, or fo
     files = [f for _, f in _audio_files(paths)]
     predictor = _predictor(model, backend, adapt_from, device, adapting=adapt or adapt_by is not None)
     mode = "inputs" if adapt else "folder" if adapt_by else "from" if adapt_from else "none"
-    groups = [f.parent for f in files] if adapt_by else [None] * len(files) if adapt else None
-    results = _adapted(predictor, files, groups)
+    results = predictor.predict(files, adapt=[f.parent for f in files] if adapt_by else "inputs" if adapt else None)
     rows = [{"file": str(f), **r, "adapted": mode} for f, r in zip(files, results, strict=True)]
     _emit(rows, predictor.labels, fmt, keys=("file", "adapted") if mode != "none" else ("file",))
-
-
-def _adapted(predictor, files: list[Path], groups: list | None) -> list[dict]:
-    """Results for ``files`` (decoded and featurised once); files with the same ``groups``
-    item share the statistics of all of them (``None``: the predictor's own, if any)."""
-    from emovox.audio import load
-    from emovox.normalize import Stats
-
-    sr = predictor.features.sample_rate
-    signals = [load(f, sr=sr) for f in files]
-    feats = predictor.extract(signals)
-    stats = None
-    if groups is not None:
-        by_group = {g: Stats.of([x for x, h in zip(feats, groups, strict=True) if h == g]) for g in set(groups)}
-        stats = [by_group[g] for g in groups]
-    return predictor.score(feats, [len(y) / sr for y in signals], stats=stats)
 
 
 @app.command()
