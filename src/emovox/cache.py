@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox import audio
+from emovox import audio, encoder
 from emovox.config import to_dict
 from emovox.errors import AudioError, EmovoxError
 from emovox.features import FeatureConfig
@@ -45,9 +45,13 @@ def content_hash(path: str | Path) -> str:
 
 
 def config_hash(config: object) -> str:
-    """Short stable hash of a config dataclass (or dict)."""
-    data = config if isinstance(config, dict) else to_dict(config)
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """Short stable hash of a config dataclass (or dict); a config that reads the torch front
+    end's vectors also hashes :data:`emovox.encoder.VERSION`, so that cached vectors of an
+    earlier front end are never read back."""
+    text = json.dumps(config if isinstance(config, dict) else to_dict(config), sort_keys=True)
+    if any(f'"{part}"' in text for part in encoder.PARTS):
+        text += f"|frontend {encoder.VERSION}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 class FeatureCache:
