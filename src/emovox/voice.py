@@ -14,17 +14,23 @@ microphone chain changes nothing. Row ``b`` depends only on ``wave[b, :lengths[b
 One analysis frame (40 ms Hann window, 10 ms hop, 1024-point FFT) serves every descriptor:
 
 - **F0** from the normalised autocorrelation of the 0-4 kHz band, computed as a matmul of
-  the power spectrum with a cosine basis at log-spaced lags (0.2 semitone steps, 60-600 Hz),
-  divided by the window's own autocorrelation (Boersma 1993), with a small octave cost and
-  parabolic refinement; a frame is voiced when the peak exceeds 0.45 and the frame is less
-  than 30 dB below the clip's loudest frame. HNR is ``10 log10(r / (1 - r))`` of that peak.
-- **Jitter and shimmer** from five successive glottal pulses per voiced frame (the signal's
-  maximum in each expected period, refined to a fraction of a sample): local jitter is the
-  mean absolute difference of successive periods over their mean, local shimmer the same
-  for the pulse amplitudes (peak to trough within the pulse's search window).
-- **Formants** F1-F3 from LPC (order 10, Levinson-Durbin) of the 0-5.5 kHz band (selective
-  linear prediction from the same power spectrum), peaks of the LPC envelope on a 21.5 Hz
-  grid, bandwidth from the peak's curvature.
+  the power spectrum with a cosine basis at log-spaced lags (1/3 semitone steps, 60-600 Hz),
+  divided by the window's own autocorrelation (Boersma 1993), with an octave cost and
+  parabolic refinement, then a 3-frame median; a frame is voiced when the peak exceeds 0.45
+  and the frame is less than 30 dB below the clip's loudest frame. HNR is
+  ``10 log10(r / (1 - r))`` of that peak (so it is the HNR of the 0-4 kHz band).
+- **Jitter and shimmer** from five successive glottal pulses from every third frame (the
+  signal's maximum in each expected period, refined to a fraction of a sample): local jitter
+  is the mean absolute difference of successive periods over their mean, local shimmer the
+  same for the pulse amplitudes (peak to trough within the pulse's search window).
+- **Formants** F1-F3 every other frame from LPC (order 10, Levinson-Durbin) of the 0-5.5 kHz
+  band (selective linear prediction from the same power spectrum), the first three peaks of
+  the LPC envelope on a 43 Hz grid, refined by a parabola whose curvature gives the
+  bandwidth; H1-H2, H1-A3 and each formant's level re H1 from the strongest spectrum bin
+  near each harmonic and formant.
+- **Spectral balance** (alpha ratio, Hammarberg index) from the spectrum; slopes 0-500 and
+  500-1500 Hz, MFCC 1-4, flux (of the mel bands' shares of the frame's energy) and loudness
+  (the sum of mel band powers ** 0.3, divided by the clip's mean) from 26 HTK mel bands.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ WIN = 640  # samples: 40 ms Hann window
 N_FFT = 1024  # >= WIN + the longest pitch lag, so the spectrum's autocorrelation does not wrap
 F0_MIN, F0_MAX = 60.0, 600.0  # Hz: the pitch range searched
 F0_REF = 27.5  # Hz: semitone reference (eGeMAPS)
-LAG_STEP_ST = 0.25  # semitones between the autocorrelation lags searched
+LAG_STEP_ST = 1 / 3  # semitones between the autocorrelation lags searched
 PITCH_BAND_HZ = 4000.0  # the autocorrelation for pitch and HNR reads the spectrum up to here
 HIGH_PASS_HZ = 50.0  # spectrum bins below this (DC, rumble, the window's leakage of them) are dropped
 OCTAVE_COST = 0.1  # per octave of lag: favours the shorter of near-equal autocorrelation peaks
@@ -51,6 +57,7 @@ SILENCE_DB = -30.0  # dB re the clip's loudest frame below which no frame is voi
 PULSES = 5  # glottal pulses located per voiced frame (4 periods, 3 period differences)
 PULSE_SEARCH = 0.25  # each next pulse is searched within this share of a period of its expected place
 PULSE_FRAME_STRIDE = 3  # pulses are located from every third frame (30 ms apart: about the span they cover)
+FORMANT_FRAME_STRIDE = 2  # formants and harmonic amplitudes are read every other frame (20 ms)
 LPC_ORDER = 10
 LPC_BAND_HZ = 5500.0  # formants are read from the 0-5.5 kHz band (effective rate 11 kHz)
 LPC_LAG_WINDOW_HZ = 60.0  # Gaussian lag window (bandwidth broadening) for a stable LPC
@@ -133,11 +140,13 @@ def _bases() -> dict[str, np.ndarray]:
     alpha = np.stack([(freqs >= 50) & (freqs < 1000), (freqs >= 1000) & (freqs < 5000)], axis=1)
     k = np.arange(N_MELS)
     dct = np.sqrt(2.0 / N_MELS) * np.cos(np.pi / N_MELS * (k[:, None] + 0.5) * np.arange(1, N_MFCC + 1))
-    slopes = np.zeros((int(1500 / (SAMPLE_RATE / N_FFT)) + 1, 2))
+    dct *= math.log(10) / 10  # applied to band levels in dB, gives the MFCC of natural-log energies
+    # spectral slopes: regression of the mel bands' levels (dB, harmonics smoothed out) on their centres
+    slopes = np.zeros((N_MELS, 2))
     for col, (a, b) in enumerate(((0, 500), (500, 1500))):
-        inside = (freqs >= max(a, HIGH_PASS_HZ)) & (freqs <= b)
-        f = freqs[inside] / 1000.0  # kHz: slopes in dB / kHz
-        slopes[inside[: len(slopes)], col] = (f - f.mean()) / ((f - f.mean()) ** 2).sum()
+        inside = (mid[:, 0] >= a) & (mid[:, 0] <= b)
+        f = mid[inside, 0] / 1000.0  # kHz: slopes in dB / kHz
+        slopes[inside, col] = (f - f.mean()) / ((f - f.mean()) ** 2).sum()
     max_period = math.ceil(SAMPLE_RATE / F0_MIN)
     return {
         "window": window, "high_pass": (freqs >= HIGH_PASS_HZ)[:, None].astype(float),
@@ -277,28 +286,32 @@ class VoiceFeatures(torch.nn.Module):
         hnr = 10 * torch.log10(peak / (1 - peak))
 
         jitter, shimmer, pulses_ok = self._perturbation(x, f0_hz[:, ::PULSE_FRAME_STRIDE], lengths)
-        formant_hz, bandwidth, found = self._formants(power)
+        sparse = power[:, ::FORMANT_FRAME_STRIDE]
+        formant_hz, bandwidth, found = self._formants(sparse)
 
         # harmonic amplitudes (dB): the strongest bin within +-1 bin of F0 and 2 F0, within
         # +-4 bins (+-62 Hz) of each formant
         bin_hz = SAMPLE_RATE / N_FFT
-        centres = (torch.cat([f0_hz.unsqueeze(2), 2 * f0_hz.unsqueeze(2), formant_hz], dim=2) / bin_hz).round().long()
+        f0_sparse = f0_hz[:, ::FORMANT_FRAME_STRIDE].unsqueeze(2)
+        centres = (torch.cat([f0_sparse, 2 * f0_sparse, formant_hz], dim=2) / bin_hz).round().long()
         near = (centres.unsqueeze(3) + self.nine).clamp(0, power.shape[2] - 1)
-        around = torch.gather(power, 2, near.flatten(2)).unflatten(2, near.shape[2:])
+        around = torch.gather(sparse, 2, near.flatten(2)).unflatten(2, near.shape[2:])
         amplitude = 10 * torch.log10(torch.cat([around[..., :2, 3:6].amax(3), around[..., 2:, :].amax(3)], dim=2)
                                      + EPS)
-        h1h2 = amplitude[..., :1] - amplitude[..., 1:2]
-        h1a3 = amplitude[..., :1] - amplitude[..., 4:]
-        formant_rel = amplitude[..., 2:] - amplitude[..., :1]
+        quality = torch.cat([amplitude[..., :1] - amplitude[..., 1:2], amplitude[..., :1] - amplitude[..., 4:],
+                             formant_hz, bandwidth, amplitude[..., 2:] - amplitude[..., :1]], dim=2)
+        v_sparse = voiced[:, ::FORMANT_FRAME_STRIDE].unsqueeze(2)
+        quality_mask = torch.cat([v_sparse, v_sparse * found[..., 2:], (v_sparse * found).repeat(1, 1, 3)], dim=2)
 
         # spectral balance, MFCC, flux, loudness (relative to the clip's mean)
         bands = power @ self.bands
         below_2k, below_5k = int(2000 / bin_hz) + 1, int(5000 / bin_hz) + 1
         ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[..., :below_2k].amax(2)], dim=2) + EPS) - \
             10 * torch.log10(torch.stack([bands[..., 1], power[..., below_2k:below_5k].amax(2)], dim=2) + EPS)
-        slopes = 10 * torch.log10(power[..., : self.slopes.shape[0]] + EPS) @ self.slopes
-        mfcc = torch.log(bands[..., 2:] + EPS) @ self.dct
-        shape = power / (energy.unsqueeze(2) + EPS)
+        mel_db = 10 * torch.log10(bands[..., 2:] + EPS)
+        slopes = mel_db @ self.slopes
+        mfcc = mel_db @ self.dct
+        shape = bands[..., 2:] / (bands[..., 2:].sum(2, keepdim=True) + EPS)  # mel-band energy shares
         flux = F.pad((shape[:, 1:] - shape[:, :-1]).abs().sum(2), (1, 0)).unsqueeze(2)
         loudness = (bands[..., 2:] + EPS).pow(LOUDNESS_POWER).sum(2) * valid
         loudness = (loudness / (loudness.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1.0) + EPS))
@@ -309,18 +322,17 @@ class VoiceFeatures(torch.nn.Module):
         u_flux = u * F.pad(valid[:, :-1], (1, 0)).unsqueeze(2)
         spectral = torch.cat([ratios, slopes, mfcc, flux], dim=2)
         n_spectral = spectral.shape[2]
-        lld = torch.cat([semitones.unsqueeze(2), loudness.unsqueeze(2), hnr.unsqueeze(2), h1h2, h1a3,
-                         formant_hz, bandwidth, formant_rel, spectral, loudness.unsqueeze(2).expand(-1, -1, 2),
-                         spectral], dim=2)
-        masks = torch.cat([v, valid.unsqueeze(2), v, v, v * found[..., 2:], v * found, v * found, v * found,
-                           v.expand(-1, -1, n_spectral - 1), v_flux, v, u, u.expand(-1, -1, n_spectral - 1),
-                           u_flux], dim=2)
+        lld = torch.cat([semitones.unsqueeze(2), loudness.unsqueeze(2), hnr.unsqueeze(2), spectral,
+                         loudness.unsqueeze(2).expand(-1, -1, 2), spectral], dim=2)
+        masks = torch.cat([v, valid.unsqueeze(2), v, v.expand(-1, -1, n_spectral - 1), v_flux, v, u,
+                           u.expand(-1, -1, n_spectral - 1), u_flux], dim=2)
         mean, std = _masked_stats(lld, masks)
-        m_pitch, m_loud, m_voiced, m_spec, m_loud_vu, m_spec_u = mean.split([1, 1, 12, n_spectral, 2, n_spectral],
-                                                                             dim=1)
-        s_pitch, s_loud, s_voiced, s_spec = std[:, : 14 + n_spectral].split([1, 1, 12, n_spectral], dim=1)
+        m_pitch, m_loud, m_hnr, m_spec, m_loud_vu, m_spec_u = mean.split([1, 1, 1, n_spectral, 2, n_spectral], dim=1)
+        s_pitch, s_loud, s_hnr, s_spec = std[:, : 3 + n_spectral].split([1, 1, 1, n_spectral], dim=1)
         p_mean, p_std = _masked_stats(torch.stack([jitter, shimmer], dim=2),
                                       (voiced[:, ::PULSE_FRAME_STRIDE] * pulses_ok).unsqueeze(2))
+        q_mean, q_std = _masked_stats(quality, quality_mask)
+        m_voiced, s_voiced = torch.cat([p_mean, m_hnr, q_mean], dim=1), torch.cat([p_std, s_hnr, q_std], dim=1)
         contours = torch.stack([semitones, loudness], dim=1)
         contour_masks = torch.stack([voiced, valid], dim=1)
         q = _masked_quantiles(contours, contour_masks)
@@ -334,7 +346,7 @@ class VoiceFeatures(torch.nn.Module):
             m_pitch, s_pitch / (m_pitch + EPS), q[:, 0], q[:, 0, 2:] - q[:, 0, :1], slope[:, 0],
             s_loud / (m_loud + EPS), q[:, 1], q[:, 1, 2:] - q[:, 1, :1], slope[:, 1],
             (peaks.to(dtype) * valid).sum(1, keepdim=True) / seconds, m_loud_vu,
-            torch.stack([torch.cat([p_mean, m_voiced], dim=1), torch.cat([p_std, s_voiced], dim=1)], dim=2).flatten(1),
+            torch.stack([m_voiced, s_voiced], dim=2).flatten(1),
             torch.stack([m_spec, s_spec, m_spec_u], dim=2).flatten(1),
             voiced.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1.0),
             onsets.sum(1, keepdim=True) / seconds,
