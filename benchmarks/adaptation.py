@@ -17,7 +17,12 @@ held-out corpus is then scored:
 - ``speaker, 10 clips 60% neutral``: 6 neutral clips and 4 others (1 of each other emotion);
 - ``speaker, one emotion``: statistics from the speaker's clips of a single emotion, each
   emotion in turn (the mean UA over emotions);
-- ``corpus pooled``: every clip of the corpus as one "speaker" (many voices pooled, no ids).
+- ``corpus pooled``: every clip of the corpus as one "speaker" (many voices pooled, no ids);
+- ``recording, ...``: "recordings" of 2-4 speakers of the corpus (10 clips each, emotions
+  as drawn, 5 per speaker-count and seed), as ``timeline`` sees a meeting: adapted with the
+  whole recording pooled, per voice found by :func:`emovox.voices.group_voices` on the
+  clips' d-vectors (a voice with fewer than ``--min-segments`` clips stays single-clip),
+  and per true speaker (the ceiling).
 
 Statistics are shrunk toward the training speakers' prior by ``k`` pseudo-clips
 (:class:`emovox.normalize.Prior`); each row is measured for every ``k`` in ``--priors``.
@@ -37,12 +42,14 @@ import torch
 
 from emovox.dataset import DEFAULT_CACHE, load_dataset, model_inputs
 from emovox.evaluate import scores
+from emovox.features import UTTERANCE_DIMS
 from emovox.frontend import clip_frames
 from emovox.normalize import Prior, Stats
-from emovox.predict import score_features
+from emovox.predict import MIN_ADAPT_SEGMENTS, score_features
 from emovox.settings import Settings
 from emovox.splits import validation_split
 from emovox.train import fit, for_features
+from emovox.voices import group_voices
 
 CORPORA = ("ravdess", "emodb", "nemo", "ased")
 CLASSES = "angry,happy,neutral,sad"
@@ -73,18 +80,45 @@ def adaptation_sets(speakers: list, y: np.ndarray, labels: list[str], rng: np.ra
     return out
 
 
+def recordings(speakers: list, rng: np.random.Generator, *, per_speaker: int = 10) -> list[np.ndarray]:
+    """Clip indices of simulated multi-speaker recordings (2-4 speakers, 5 of each size)."""
+    names = sorted(set(speakers), key=str)
+    out = []
+    for n in (2, 3, 4):
+        for _ in range(5):
+            chosen = rng.choice(len(names), min(n, len(names)), replace=False)
+            clips = [rng.choice([i for i, s in enumerate(speakers) if s == names[c]],
+                                min(per_speaker, speakers.count(names[c])), replace=False) for c in chosen]
+            out.append(rng.permutation(np.concatenate(clips)))
+    return out
+
+
+def recording_sets(raw: list, speakers: list, rec: np.ndarray, dvec: slice, min_segments: int) -> dict:
+    """(scored, adapt-on) pairs for one recording: pooled, per voice found, per true speaker."""
+    voices = group_voices(np.stack([raw[i][dvec, 0] for i in rec]))
+    found = [(rec[voices == v], rec[voices == v] if (voices == v).sum() >= min_segments else rec[:0])
+             for v in set(voices)]  # a voice too small to adapt to: its clips stay single
+    truth = [(rec[[speakers[i] == s for i in rec]],) * 2 for s in {speakers[i] for i in rec}]
+    return {"recording pooled": [(rec, rec)], "recording, per voice found": found,
+            "recording, per true speaker": truth}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/bundled.yaml")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--priors", default="0,2,5,10")
     ap.add_argument("--out", default="runs/adaptation.json")
+    ap.add_argument("--min-segments", type=int, default=MIN_ADAPT_SEGMENTS)
     args = ap.parse_args()
     torch.set_num_threads(2)
     s = Settings.build(args.config, classes=CLASSES)
     ds = load_dataset([(c, Path(args.data) / c) for c in CORPORA], features=s.features, classes=s.classes,
                       augment=s.train.augment, cache_dir=DEFAULT_CACHE)
     cfg, frames = for_features(s.train, s.features), clip_frames(s.features)
+    parts = s.features.utterance
+    start = sum(UTTERANCE_DIMS[p] for p in parts[: parts.index("dvector")]) if "dvector" in parts else 0
+    dvec = slice(start, start + UTTERANCE_DIMS["dvector"])
     corpus = np.array([u.corpus for u in ds.utterances])
     priors = [float(k) for k in args.priors.split(",")]
     heads = {"single": model_inputs(ds, speaker_norm=False), "adapted": model_inputs(ds, speaker_norm=True)}
@@ -104,19 +138,29 @@ def main() -> None:
         table.setdefault("one clip", {})[held] = scores(y, single, len(ds.labels)).ua
         prior_base = Prior.of([ds.features[i] for i in train_idx], [ds.speakers[i] for i in train_idx], frames=0)
         rng = np.random.default_rng(0)
-        for scenario, sets in adaptation_sets(speakers, y, ds.labels, rng).items():
-            nested = sets if scenario == "speaker, one emotion" else [sets]
+        scenarios = adaptation_sets(speakers, y, ds.labels, rng)
+        for rec in recordings(speakers, rng):
+            for name, pairs in recording_sets(raw, speakers, rec, dvec, args.min_segments).items():
+                scenarios.setdefault(name, []).append(pairs)
+        for scenario, sets in scenarios.items():
+            nested = sets if scenario == "speaker, one emotion" or scenario.startswith("recording") else [sets]
             for k in priors:
                 prior = Prior(prior_base.mean, prior_base.std, k)
-                results = []
+                results, pooled_y, pooled_pred = [], [], []
                 for pairs in nested:
-                    pred = np.zeros(len(test), dtype=np.int64)
+                    pred = single.copy()  # clips of no set (a voice too small to adapt to) stay single
                     for scored, adapt_on in pairs:
+                        if not len(adapt_on):
+                            continue
                         stats = Stats.of([raw[i] for i in adapt_on])
                         x = [stats.apply(raw[i], prior) for i in scored]
                         pred[scored] = score_features(nets["adapted"], x, frames).argmax(1)
                     covered = np.concatenate([p[0] for p in pairs])
                     results.append(scores(y[covered], pred[covered], len(ds.labels)).ua)
+                    pooled_y.append(y[covered])
+                    pooled_pred.append(pred[covered])
+                if scenario.startswith("recording"):  # small recordings lack classes: UA over all of them
+                    results = [scores(np.concatenate(pooled_y), np.concatenate(pooled_pred), len(ds.labels)).ua]
                 table.setdefault(f"{scenario} (k={k:g})", {})[held] = float(np.mean(results))
         print(f"{held}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"\n| situation | {' | '.join(CORPORA)} | mean |\n|---|{'---|' * (len(CORPORA) + 1)}")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/inference.py [--model RUN_DIR] [--minutes 60] [--data ../shared/data/emodb]
+    python benchmarks/inference.py [--model RUN_DIR] [--minutes 60] [--data ../shared/data/emodb] [--hours 2]
 
 First the time to score one 3 s clip with one thread (wall and CPU, median of 20). Then
 builds a long recording (corpus utterances separated by 0.5-2 s pauses, written to a temp
@@ -11,7 +11,9 @@ the onnxruntime backend in the same process, and reports audio seconds per wall 
 (real-time factor), the CPU time it took (all threads; audio seconds per CPU second is
 steadier than wall time on a shared machine, and twice it is the most 2 idle cores could
 give) and the process's peak memory after a file a sixth as long and after
-the long one (equal peaks: memory does not grow with the length). ``--model`` defaults to the bundled model.
+the long one (equal peaks: memory does not grow with the length). With ``--hours``, also
+``predict`` of one file that long (streamed: see :data:`emovox.predict.LONG_INPUT_S`), in
+a fresh process: wall time and peak memory. ``--model`` defaults to the bundled model.
 """
 
 from __future__ import annotations
@@ -49,27 +51,78 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU milliseconds of ``fn()`` after one warm-up call."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return 1000 * float(np.median(wall)), 1000 * float(np.median(cpu))
+
+
 def clip_latency(model: str | None, clip: np.ndarray, sr: int, repeats: int = 20) -> None:
     """Milliseconds (wall and CPU) to score one clip with one thread (torch's and the BLAS
-    pools alike), median of ``repeats``."""
+    pools alike), median of ``repeats``: ``Predictor.predict`` per backend (with its quality
+    block), and, for a model on the torch front end, its exported ONNX graph from waveform to
+    probabilities in a bare onnxruntime session."""
+    import onnxruntime as ort
     import torch
     from threadpoolctl import threadpool_limits
 
+    from emovox import models
+    from emovox.bundled import resolve_model
+    from emovox.export import on_waveform, pipeline_onnx_bytes
+
     torch.set_num_threads(1)
     limits = threadpool_limits(1)
-    print(f"\n| backend | one {len(clip) / sr:.0f} s clip, 1 thread: wall (ms) | CPU (ms) |\n|---|---|---|")
+    print(f"\n| path | one {len(clip) / sr:.0f} s clip, 1 thread: wall (ms) | CPU (ms) |\n|---|---|---|")
     for backend in ("torch", "onnx"):
         p = Predictor.load(model, backend=backend, device="cpu")
-        p.predict((clip, sr))  # warm up
-        wall, cpu = [], []
-        for _ in range(repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            p.predict((clip, sr))
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        print(f"| {backend} | {1000 * np.median(wall):.0f} | {1000 * np.median(cpu):.0f} |", flush=True)
+        wall, cpu = _timed(lambda p=p: p.predict((clip, sr)), repeats)
+        print(f"| Predictor, {backend} backend | {wall:.1f} | {cpu:.1f} |", flush=True)
+    net, spec = models.load(resolve_model(model))
+    if on_waveform(spec):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        session = ort.InferenceSession(pipeline_onnx_bytes(net, spec), opts, providers=["CPUExecutionProvider"])
+        y = audio.resample(clip, sr, 16000)[None].astype(np.float32)
+        feed = {"waveform": y, "lengths": np.array([y.shape[1]])}
+        wall, cpu = _timed(lambda: session.run(None, feed), repeats)
+        print(f"| exported ONNX graph (waveform -> probabilities), onnxruntime alone | {wall:.1f} | {cpu:.1f} |",
+              flush=True)
     limits.restore_original_limits()
     torch.set_num_threads(os.cpu_count() or 1)
+
+
+LONG_PREDICT = """
+import resource, sys, time
+from emovox.predict import Predictor
+p = Predictor.load(sys.argv[2] or None, backend=sys.argv[3] if len(sys.argv) > 3 else "torch")
+t0 = time.perf_counter()
+r = p.predict(sys.argv[1])
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, r["summary"]["segments"],
+      r["label"])
+"""
+
+
+def long_predict(model: str | None, files: list[str], hours: float, tmp: str) -> None:
+    """``Predictor.predict`` of one ``hours``-long file in a fresh process: wall time and
+    the process's peak memory (loading the model included)."""
+    import subprocess
+    import sys
+
+    path = os.path.join(tmp, "hours.flac")
+    seconds = make_recording(path, files, hours * 60)
+    print(f"\n| backend | predict of one {seconds / 3600:.1f}-hour file: wall (s) | x real time | peak RSS (MB) | "
+          "segments | label |\n|---|---|---|---|---|---|")
+    for backend in ("torch", "onnx"):
+        out = subprocess.run([sys.executable, "-c", LONG_PREDICT, path, model or "", backend], check=True,
+                             capture_output=True, text=True).stdout.split()
+        wall, rss = float(out[0]), float(out[1])
+        print(f"| {backend} | {wall:.1f} | {seconds / wall:.0f} | {rss:.0f} | {out[2]} | {out[3]} |", flush=True)
 
 
 def main() -> None:
@@ -77,6 +130,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--data", default="../shared/data/emodb")
+    ap.add_argument("--hours", type=float, default=0.0, help="also time predict of one file this long")
     args = ap.parse_args()
     files = sorted(glob.glob(os.path.join(args.data, "**", "*.flac"), recursive=True))
     speech = np.concatenate([audio.load(f, sr=16000) for f in files[:3]])
@@ -84,6 +138,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path, short = os.path.join(tmp, "long.flac"), os.path.join(tmp, "short.flac")
         seconds = make_recording(path, files, args.minutes)
+        if args.hours:
+            long_predict(args.model, files, args.hours, tmp)
         short_seconds = make_recording(short, files, args.minutes / 6)
         print(f"\nrecording: {seconds / 60:.1f} min, {os.path.getsize(path) / 1e6:.0f} MB FLAC; "
               f"{os.cpu_count()} cores; model {args.model or 'bundled'}\n")
