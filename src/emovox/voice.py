@@ -158,7 +158,7 @@ def _bases() -> dict[str, np.ndarray]:
         "bands": np.concatenate([alpha, mel], axis=1), "dct": dct, "slopes": slopes,
         # integer offsets: a pulse's first search window (one period), the next ones, parabola points, +-4 bins
         "first_span": np.arange(max_period + 1), "later_span": np.arange(math.ceil(2 * PULSE_SEARCH * max_period) + 1),
-        "three": np.arange(-1, 2), "nine": np.arange(-4, 5),
+        "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES),
     }
 
 
@@ -171,12 +171,12 @@ def _masked_stats(x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var.sqrt()
 
 
-def _masked_quantiles(x: Tensor, w: Tensor) -> Tensor:
-    """:data:`QUANTILES` of ``x`` ``(B, K, T)`` over the frames where ``w`` is 1 (linear
-    interpolation, as numpy); 0 where the mask is empty: ``(B, K, len(QUANTILES))``."""
+def _masked_quantiles(x: Tensor, w: Tensor, q: Tensor) -> Tensor:
+    """Quantiles ``q`` (in [0, 1]) of ``x`` ``(B, K, T)`` over the frames where ``w`` is 1
+    (linear interpolation, as numpy); 0 where the mask is empty: ``(B, K, len(q))``."""
     n = w.sum(2, keepdim=True)
     ordered = torch.sort(torch.where(w > 0, x, torch.full_like(x, 1e9)), dim=2).values
-    pos = torch.tensor(QUANTILES, dtype=x.dtype, device=x.device) * (n - 1).clamp_min(0.0)
+    pos = q * (n - 1).clamp_min(0.0)
     lo = pos.floor()
     both = ordered.gather(2, torch.cat([lo, torch.minimum(lo + 1, (n - 1).clamp_min(0.0))], dim=2).long())
     v_lo, v_hi = both.chunk(2, dim=2)
@@ -335,7 +335,7 @@ class VoiceFeatures(torch.nn.Module):
         m_voiced, s_voiced = torch.cat([p_mean, m_hnr, q_mean], dim=1), torch.cat([p_std, s_hnr, q_std], dim=1)
         contours = torch.stack([semitones, loudness], dim=1)
         contour_masks = torch.stack([voiced, valid], dim=1)
-        q = _masked_quantiles(contours, contour_masks)
+        q = _masked_quantiles(contours, contour_masks, self.quantiles)
         slope = _slopes(contours, contour_masks)
         seconds = lengths[:, None].to(dtype).clamp_min(1.0) / SAMPLE_RATE
         smooth = F.avg_pool1d(loudness.unsqueeze(1), PEAK_SMOOTH, 1, PEAK_SMOOTH // 2).squeeze(1)
