@@ -107,8 +107,8 @@ def test_predict_upload(client):
     r = client.post("/v1/predict", files={"file": ("a.flac", flac)})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"label", "scores", "duration_s", "adapted"} and abs(body["duration_s"] - 1.5) < 0.01
-    assert body["adapted"] is False
+    assert set(body) == {"label", "scores", "duration_s", "quality", "adapted"} and abs(body["duration_s"] - 1.5) < 0.01
+    assert body["adapted"] is False and body["quality"]["clipping"] == 0.0 and body["quality"]["speech_s"] > 1.0
 
 
 def test_timeline_upload(client):

@@ -38,12 +38,12 @@ import soundfile as sf
 from fastapi import FastAPI, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from emovox import __version__, audio
+from emovox import __version__, audio, quality
 from emovox.device import resolve as resolve_device
 from emovox.errors import AudioError, ConfigError
 from emovox.features import ENCODED, FeatureConfig
 from emovox.normalize import Stats
-from emovox.predict import Predictor
+from emovox.predict import QUALITY_VAD, Predictor
 from emovox.serve.batching import MicroBatcher
 from emovox.serve.speakers import MAX_ID_CHARS, SpeakerStats
 
@@ -180,9 +180,8 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emovox-decode")
     long_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovox-long")
     speakers = SpeakerStats(limits.max_speakers)
-    batcher = MicroBatcher(lambda items: predictor.score([f for f, _, _ in items], [s for _, s, _ in items],
-                                                         stats=[st for _, _, st in items]),
-                           max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000)
+    batcher = MicroBatcher(lambda items: score_batch(items), max_batch=limits.max_batch,
+                           max_wait_s=limits.max_wait_ms / 1000)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI):
@@ -252,28 +251,30 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
         stats, clips = speakers.add(speaker, feat)
         return stats, {"adapted": True, "speaker": speaker, "speaker_clips": clips}
 
-    def prepared(data: bytes, name: str, speaker: str | None) -> tuple[tuple, dict] | None:
-        """A short upload's batch item (features, duration in s, statistics) and what its
-        answer says of adaptation."""
+    def prepared(data: bytes, name: str, speaker: str | None) -> tuple | None:
+        """A short upload's batch item: its samples, speaker id and quality block (None when
+        it is longer than ``batch_max_s``)."""
         y = short_signal(data, name)
-        if y is None:
-            return None
-        feat = predictor.extract([y])[0]
-        stats, info = adapted(feat, speaker)
-        return (feat, len(y) / sr, stats), info
+        return None if y is None else decoded(y, speaker)
 
-    def scored_signal(y: np.ndarray, speaker: str | None) -> dict:
-        feat = predictor.extract([y])[0]
-        stats, info = adapted(feat, speaker)
-        return {**predictor.score([feat], [len(y) / sr], stats=[stats])[0], **info}
+    def decoded(y: np.ndarray, speaker: str | None) -> tuple:
+        return y, speaker, quality.assess(y, sr, vad=QUALITY_VAD)
+
+    def score_batch(items: list[tuple]) -> list[dict]:
+        """Results for a batch of decoded uploads: one front-end call for all of them, each
+        clip then adapted with its speaker's statistics (this clip added), one forward pass."""
+        feats = predictor.extract([y for y, _, _ in items])
+        stats, infos = zip(*(adapted(f, who) for f, (_, who, _) in zip(feats, items, strict=True)), strict=True)
+        results = predictor.score(feats, [len(y) / sr for y, _, _ in items], stats=list(stats))
+        return [{**r, **info, "quality": q} for r, info, (_, _, q) in zip(results, infos, items, strict=True)]
 
     def scored(data: bytes, name: str, speaker: str | None) -> dict | None:
         """The result for a short upload, scored alone (no batching)."""
-        y = short_signal(data, name)
-        return None if y is None else scored_signal(y, speaker)
+        item = prepared(data, name, speaker)
+        return None if item is None else score_batch([item])[0]
 
     def scored_alone(data: bytes, name: str, speaker: str | None) -> dict:
-        return scored_signal(audio.decode_bytes(data, sr=sr, source=name), speaker)
+        return score_batch([decoded(audio.decode_bytes(data, sr=sr, source=name), speaker)])[0]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -300,7 +301,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
                       speaker: Annotated[str | None, Form(description=SPEAKER_HELP)] = None,
                       speaker_query: Annotated[str | None, Query(alias="speaker", description=SPEAKER_HELP)] = None
                       ) -> dict:
-        """Emotion of the whole upload: ``{"label", "scores", "duration_s", "adapted"}``, and
+        """Emotion of the whole upload: ``{"label", "scores", "duration_s", "quality", "adapted"}``, and
         with a speaker id that a model that can adapt used, ``"speaker"`` and
         ``"speaker_clips"`` (clips in its statistics, this one included)."""
         who = speaker_id(speaker, speaker_query)
@@ -312,7 +313,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
         else:
             item = await run(pool, prepared, data, name, who)
             try:
-                result = None if item is None else {**await batcher.submit(item[0]), **item[1]}
+                result = None if item is None else await batcher.submit(item)
             except AudioError as exc:  # e.g. a speaker-normalised model given one clip and no statistics
                 raise HTTPException(400, str(exc)) from None
         if result is None:  # longer than batch_max_s: on the side, never in the way of the short ones
