@@ -148,14 +148,18 @@ def _bases() -> dict[str, np.ndarray]:
         f = mid[inside, 0] / 1000.0  # kHz: slopes in dB / kHz
         slopes[inside, col] = (f - f.mean()) / ((f - f.mean()) ** 2).sum()
     max_period = math.ceil(SAMPLE_RATE / F0_MIN)
+    high_pass = freqs >= HIGH_PASS_HZ
+    # (bases x bins) matrices that read the (B, bins, T) power spectrum, high-passed
+    pitch = np.concatenate([acf, one_sided[band, None]], axis=1) * high_pass[band, None]
+    lpc_acf = lpc_acf * high_pass[lpc_band, None]
+    bands = np.concatenate([alpha, mel, np.ones((len(freqs), 1))], axis=1) * high_pass[:, None]
     return {
-        "window": window, "high_pass": (freqs >= HIGH_PASS_HZ)[:, None].astype(float),
-        "pitch_acf": acf, "pitch_norm": one_sided[band], "window_acf": np.clip(win_acf, 1e-3, None),
+        "window": window, "pitch_basis": pitch.T, "window_acf": np.clip(win_acf, 1e-3, None),
         "octave_cost": -OCTAVE_COST * np.log2(lags * F0_MIN / SAMPLE_RATE),
-        "lpc_acf": lpc_acf, "lpc_shift": shift.reshape(LPC_ORDER + 1, -1), "lpc_flip": flip,
+        "lpc_basis": lpc_acf.T, "lpc_shift": shift.reshape(LPC_ORDER + 1, -1), "lpc_flip": flip,
         "env_basis": np.concatenate([np.cos(phase), np.sin(phase)], axis=1),
         "formant_range": env_hz[1:-1] >= FORMANT_MIN_HZ, "peak_rank": np.arange(1.0, 4.0)[:, None],
-        "bands": np.concatenate([alpha, mel], axis=1), "dct": dct, "slopes": slopes,
+        "bands": bands.T, "dct": dct, "slopes": slopes,
         # integer offsets: a pulse's first search window (one period), the next ones, parabola points, +-4 bins
         "first_span": np.arange(max_period + 1), "later_span": np.arange(math.ceil(2 * PULSE_SEARCH * max_period) + 1),
         "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES),
@@ -264,15 +268,16 @@ class VoiceFeatures(torch.nn.Module):
         # frame t's window is centred on sample t * HOP; N // HOP + 1 frames
         spec = torch.stft(F.pad(x, (WIN // 2, N_FFT - WIN // 2)), N_FFT, hop_length=HOP, window=self.window,
                           center=False, return_complex=False)
-        power = ((spec[..., 0].square() + spec[..., 1].square()) * self.high_pass).transpose(1, 2)
-        power = power.contiguous()  # (B, T, bins)
-        valid = (torch.arange(power.shape[1], device=wave.device) * HOP < lengths[:, None]).to(dtype)
-        energy = power.sum(2)
+        power = spec[..., 0].square() + spec[..., 1].square()  # (B, bins, T), never transposed
+        # alpha ratio bands, mel bands, total energy: (B, T, 2 + N_MELS + 1), high-passed
+        bands = (self.bands @ power).transpose(1, 2)
+        valid = (torch.arange(power.shape[2], device=wave.device) * HOP < lengths[:, None]).to(dtype)
+        energy = bands[..., -1]
         loud_enough = energy > energy.amax(1, keepdim=True) * 10 ** (SILENCE_DB / 10)
 
         # pitch and HNR: normalised autocorrelation of the 0-4 kHz band at log-spaced lags
-        low = power[..., : self.pitch_acf.shape[0]]
-        r = (low @ self.pitch_acf) / ((low @ self.pitch_norm).unsqueeze(2) + EPS) / self.window_acf
+        acf = (self.pitch_basis @ power[:, : self.pitch_basis.shape[1]]).transpose(1, 2)
+        r = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
         scored = r + self.octave_cost
         best = scored.argmax(2, keepdim=True).clamp(1, r.shape[2] - 2) + self.three
         offset, _ = _parabola(torch.gather(scored, 2, best))
@@ -286,28 +291,30 @@ class VoiceFeatures(torch.nn.Module):
         hnr = 10 * torch.log10(peak / (1 - peak))
 
         jitter, shimmer, pulses_ok = self._perturbation(x, f0_hz[:, ::PULSE_FRAME_STRIDE], lengths)
-        sparse = power[:, ::FORMANT_FRAME_STRIDE]
-        formant_hz, bandwidth, found = self._formants(sparse)
+        sparse = power[..., ::FORMANT_FRAME_STRIDE]
+        formant_hz, bandwidth, found = self._formants(
+            (self.lpc_basis @ sparse[:, : self.lpc_basis.shape[1]]).transpose(1, 2))
 
         # harmonic amplitudes (dB): the strongest bin within +-1 bin of F0 and 2 F0, within
         # +-4 bins (+-62 Hz) of each formant
         bin_hz = SAMPLE_RATE / N_FFT
         f0_sparse = f0_hz[:, ::FORMANT_FRAME_STRIDE].unsqueeze(2)
         centres = (torch.cat([f0_sparse, 2 * f0_sparse, formant_hz], dim=2) / bin_hz).round().long()
-        near = (centres.unsqueeze(3) + self.nine).clamp(0, power.shape[2] - 1)
-        around = torch.gather(sparse, 2, near.flatten(2)).unflatten(2, near.shape[2:])
-        amplitude = 10 * torch.log10(torch.cat([around[..., :2, 3:6].amax(3), around[..., 2:, :].amax(3)], dim=2)
-                                     + EPS)
+        above_hp = math.ceil(HIGH_PASS_HZ / bin_hz)  # bins below the high-pass do not count
+        near = (centres.transpose(1, 2).unsqueeze(2) + self.nine[:, None]).clamp(above_hp, power.shape[1] - 1)
+        around = torch.gather(sparse, 1, near.flatten(1, 2)).unflatten(1, near.shape[1:3])  # (B, 5, 9, T)
+        amplitude = 10 * torch.log10(torch.cat([around[:, :2, 3:6].amax(2), around[:, 2:].amax(2)], dim=1)
+                                     + EPS).transpose(1, 2)
         quality = torch.cat([amplitude[..., :1] - amplitude[..., 1:2], amplitude[..., :1] - amplitude[..., 4:],
                              formant_hz, bandwidth, amplitude[..., 2:] - amplitude[..., :1]], dim=2)
         v_sparse = voiced[:, ::FORMANT_FRAME_STRIDE].unsqueeze(2)
         quality_mask = torch.cat([v_sparse, v_sparse * found[..., 2:], (v_sparse * found).repeat(1, 1, 3)], dim=2)
 
         # spectral balance, MFCC, flux, loudness (relative to the clip's mean)
-        bands = power @ self.bands
         below_2k, below_5k = int(2000 / bin_hz) + 1, int(5000 / bin_hz) + 1
-        ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[..., :below_2k].amax(2)], dim=2) + EPS) - \
-            10 * torch.log10(torch.stack([bands[..., 1], power[..., below_2k:below_5k].amax(2)], dim=2) + EPS)
+        ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[:, above_hp:below_2k].amax(1)], dim=2) + EPS) - \
+            10 * torch.log10(torch.stack([bands[..., 1], power[:, below_2k:below_5k].amax(1)], dim=2) + EPS)
+        bands = bands[..., :-1]
         mel_db = 10 * torch.log10(bands[..., 2:] + EPS)
         slopes = mel_db @ self.slopes
         mfcc = mel_db @ self.dct
@@ -383,9 +390,9 @@ class VoiceFeatures(torch.nn.Module):
         inside = (p[..., -1] + 1 < lengths[:, None]).to(x.dtype)
         return jitter, shimmer, inside
 
-    def _formants(self, power: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """F1-F3 (Hz), their bandwidths (Hz) and whether each was found: three ``(B, T, 3)``."""
-        r = power[..., : self.lpc_acf.shape[0]] @ self.lpc_acf  # (B, T, order + 1)
+    def _formants(self, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """F1-F3 (Hz), their bandwidths (Hz) and whether each was found, from the 0-5.5 kHz
+        band's autocorrelation ``r`` ``(B, T, order + 1)``: three ``(B, T, 3)``."""
         shifted = (r @ self.lpc_shift).unflatten(-1, (LPC_ORDER, LPC_ORDER + 1))
         a = F.pad(torch.ones_like(r[..., :1]), (0, LPC_ORDER))
         minus_err = -(r[..., 0] + EPS)  # Levinson-Durbin, with the error's sign flipped
@@ -398,8 +405,8 @@ class VoiceFeatures(torch.nn.Module):
         inner = env[..., 1:-1]
         is_peak = (inner > env[..., :-2]) & (inner >= env[..., 2:]) & self.formant_range
         # the n-th peak's index in `inner` is the count of points before it
-        at = (torch.cumsum(is_peak.to(power.dtype), dim=-1).unsqueeze(-2) < self.peak_rank).to(power.dtype).sum(-1)
-        found = (at < inner.shape[-1]).to(power.dtype)  # (B, T, 3)
+        at = (torch.cumsum(is_peak.to(r.dtype), dim=-1).unsqueeze(-2) < self.peak_rank).to(r.dtype).sum(-1)
+        found = (at < inner.shape[-1]).to(r.dtype)  # (B, T, 3)
         at = at.long().clamp(max=inner.shape[-1] - 1) + 1  # index into env
         y = torch.gather(env, -1, (at.unsqueeze(-1) + self.three).flatten(-2)).unflatten(-1, (3, 3))
         offset, _ = _parabola(y)
