@@ -115,6 +115,7 @@ def _condition_inputs(ds: Dataset, splits, conditions: Sequence[Condition], feat
     paths = [u.path for u in ds.utterances]
     for condition in conditions:
         for fold, inputs in zip(splits, tested, strict=True):
+            applied = condition
             if condition.needs_babble:
                 pool = babble_pool([paths[i] for i in fold.train], [ds.speakers[i] for i in fold.train],
                                    [ds.utterances[i].corpus for i in fold.train],
@@ -122,9 +123,9 @@ def _condition_inputs(ds: Dataset, splits, conditions: Sequence[Condition], feat
                 if not pool:
                     raise ConfigError(f"fold {fold.index + 1} has no known speaker outside its test set to make "
                                       f"{condition.name} from", fix="use white or pink noise, or speaker folds")
-                condition = replace(condition, babble=pool)
+                applied = replace(condition, babble=pool)
             test = [paths[i] for i in fold.test]
-            ext = extract_files(test, AugmentedFeatures(features, condition), cache_dir=cache_dir, jobs=jobs,
+            ext = extract_files(test, AugmentedFeatures(features, applied), cache_dir=cache_dir, jobs=jobs,
                                 strict=True, progress=progress)
             feats = [ext.features[p] for p in test]
             if speaker_norm:
