@@ -70,6 +70,27 @@ def test_local_engine_writes_a_row_per_file_with_errors_for_unreadable_ones(tiny
     assert len(pd.read_parquet(tmp_path / "out")) == 15  # the folder is one table to readers (no temp files)
 
 
+def test_a_file_the_model_refuses_gets_its_error_and_the_rest_of_its_group_their_scores(tiny_run, tmp_path,
+                                                                                       monkeypatch):
+    src = make_archive(tmp_path / "archive", n=5)
+    write(src / "day0" / "clip002.wav", tone(PITCH["sad"], 0.3, SR), SR)  # the one the model refuses below
+    predict_signals = Predictor.predict_signals
+
+    def refuses_short_ones(self, signals, **kw):
+        if any(len(y) < 0.5 * SR for y in signals):
+            raise AudioError("too short for this model")
+        return predict_signals(self, signals, **kw)
+
+    monkeypatch.setattr(Predictor, "predict_signals", refuses_short_ones)
+    result = batch.run(src, tmp_path / "out", model=tiny_run, batch_files=8, progress=False)
+    rows = {Path(r["path"]).name: r for r in batch.read(tmp_path / "out").to_pylist()}
+    assert result.errors == 4 and rows["clip002.wav"]["error"] == "too short for this model"
+    assert rows["clip002.wav"]["duration_s"] == 0.3 and rows["clip002.wav"]["label"] is None
+    assert all(rows[f"clip{i:03d}.wav"]["label"] is not None for i in (0, 1, 3, 4))
+    alone = batch.run(src, tmp_path / "alone", model=tiny_run, batch_files=1, progress=False)  # a group of one
+    assert alone.errors == 4 and batch.read(tmp_path / "alone")["error"].equals(batch.read(tmp_path / "out")["error"])
+
+
 def test_timeline_mode_writes_a_row_per_segment(tiny_run, tmp_path):
     rec = write(tmp_path / "a" / "talk.wav", np.concatenate([tone(PITCH["sad"], 1.5, SR), np.zeros(SR, np.float32),
                                                             tone(PITCH["happy"], 1.2, SR, seed=2)]), SR)

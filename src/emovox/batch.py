@@ -110,7 +110,7 @@ class BatchResult:
 
 
 class Scorer:
-    """Scores a batch of paths into one row per file (segments as lists); a Ray actor holds one.
+    """Scores groups of paths into one row per file (segments as lists); a Ray actor holds one.
 
     Parameters
     ----------
@@ -164,9 +164,9 @@ class Scorer:
         signal at fault gets its error and the others their scores."""
         try:
             return self.predictor.predict_signals(signals) if signals else []
-        except EmovoxError:
+        except EmovoxError as exc:
             if len(signals) == 1:
-                raise
+                return [str(exc)]
         out: list[dict | str] = []
         for y in signals:
             try:
