@@ -202,7 +202,7 @@ def _map_workers() -> list[int]:
     return workers
 
 
-def test_ray_engine_survives_a_killed_worker_and_writes_the_local_rows(tiny_run, tmp_path):
+def test_ray_engine_survives_a_killed_worker_and_writes_the_local_rows_in_both_modes(tiny_run, tmp_path):
     ray = pytest.importorskip("ray")
     src = make_archive(tmp_path / "archive", n=150, seconds=0.3)
     local = batch.run(src, tmp_path / "local", model=tiny_run, batch_files=2, progress=False)
@@ -232,12 +232,21 @@ def test_ray_engine_survives_a_killed_worker_and_writes_the_local_rows(tiny_run,
         assert killed is not None and done < local.files, "the job ended before a worker could be killed"
         assert not Path(f"/proc/{killed}").exists() or b"MapWorker" not in Path(f"/proc/{killed}/cmdline").read_bytes()
         again = batch.run(src, out, model=tiny_run, engine="ray", workers=2, batch_files=2, progress=False)
+        talks = tmp_path / "talks"
+        for i in range(3):
+            write(talks / f"talk{i}.wav", np.concatenate([tone(PITCH["sad"], 1.5, SR, seed=i), np.zeros(SR, np.float32),
+                                                         tone(PITCH["angry"], 1.0 + i, SR, seed=i)]), SR)
+        for engine in ("local", "ray"):
+            batch.run(talks, tmp_path / f"talks-{engine}", mode="timeline", vad="energy", model=tiny_run,
+                      engine=engine, progress=False)
     finally:
         ray.shutdown()
     assert again.skipped + again.scored == local.files
     paths = batch.read(out)["path"].to_pylist()
     assert len(paths) == len(set(paths)) == local.files  # every file once, whether Ray retried or the rerun did
     assert batch.read(out).equals(batch.read(tmp_path / "local"))  # the same rows as the local engine, bit for bit
+    segments = batch.read(tmp_path / "talks-ray")
+    assert segments.num_rows == 6 and segments.equals(batch.read(tmp_path / "talks-local"))
     if failure:  # the job stopped with the worker: the rerun scored the rest
         assert again.scored > 0, failure
     else:  # Ray restarted the actor and retried its batch: the job finished, nothing was left

@@ -408,6 +408,7 @@ def _ray(job: BatchJob, groups: list[list[str]], *, address: str | None, workers
         if workers < 1:
             raise ConfigError("the Ray cluster has no room for a worker",
                               fix="lower --gpus-per-worker, or add GPUs to the cluster")
+        workers = min(workers, len(groups))  # an actor without a group would only load the model
         ds = ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=min(len(groups), MAX_BLOCKS))
         ds = ds.map_batches(Scorer, fn_constructor_kwargs={"job": job, "threads": max(1, int(cpus_per_worker))},
                             batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
