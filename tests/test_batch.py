@@ -46,7 +46,7 @@ def test_local_engine_writes_a_row_per_file_with_errors_for_unreadable_ones(tiny
     src = make_archive(tmp_path / "archive")
     result = batch.run(src, tmp_path / "out", model=tiny_run, batch_files=4, part_files=4, workers=2, progress=False)
     assert (result.files, result.scored, result.skipped, result.errors) == (15, 15, 0, 3)
-    assert result.parts == 4 and len(batch.part_files(tmp_path / "out")) == 4  # whole groups of 4
+    assert result.parts == 4 and len(batch.parts(tmp_path / "out")) == 4  # whole groups of 4
     table = batch.read(tmp_path / "out")
     predictor = Predictor.load(tiny_run)
     assert table.column_names == ["path", "duration_s", "label", *(f"score_{lab}" for lab in predictor.labels),
@@ -164,6 +164,9 @@ def test_an_output_of_another_job_or_in_use_is_refused(tiny_run, tmp_path):
         batch.run(src, src, model=tiny_run, progress=False)
     with batch._locked(tmp_path / "busy"), pytest.raises(ConfigError, match="another emovox batch job"):
         batch.run(src, tmp_path / "busy", model=tiny_run, progress=False)
+    (tmp_path / "out" / "part-stray.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ConfigError, match="part-stray.parquet: is not a part"):
+        batch.run(src, tmp_path / "out", model=tiny_run, progress=False)
 
 
 def test_batch_command_prints_the_summary_and_exits_2_on_bad_input(tiny_run, tmp_path):
@@ -223,7 +226,7 @@ def test_ray_engine_survives_a_killed_worker_and_writes_the_local_rows_in_both_m
         killed, deadline = None, time.monotonic() + 120
         while killed is None and thread.is_alive() and time.monotonic() < deadline:
             workers = _map_workers()
-            if workers and batch.part_files(out):
+            if workers and batch.parts(out):
                 done = len(batch.committed_paths(out))
                 os.kill(workers[0], signal.SIGKILL)
                 killed = workers[0]

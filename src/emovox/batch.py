@@ -31,6 +31,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -474,7 +475,7 @@ def _write_part(table: pa.Table, path: Path) -> None:
     path.chmod(0o666 & ~umask)
 
 
-def part_files(out: str | Path) -> list[Path]:
+def parts(out: str | Path) -> list[Path]:
     """The committed parts of a dataset folder, sorted by name."""
     return sorted(Path(out).glob(f"{PART_PREFIX}*.parquet"))
 
@@ -482,17 +483,22 @@ def part_files(out: str | Path) -> list[Path]:
 def committed_paths(out: str | Path) -> list[str]:
     """Paths of the files that have rows in a committed part."""
     paths: list[str] = []
-    for part in part_files(out):
-        paths += pq.read_table(part, columns=["path"]).column("path").unique().to_pylist()
+    for part in parts(out):
+        try:
+            paths += pq.read_table(part, columns=["path"]).column("path").unique().to_pylist()
+        except (pa.ArrowInvalid, KeyError) as exc:
+            raise ConfigError(f"is not a part of an emovox batch dataset ({exc})", path=part,
+                              fix="move it out of the folder (emovox writes parts whole, under a temporary name)"
+                              ) from None
     return paths
 
 
 def read(out: str | Path) -> pa.Table:
     """The dataset as one table, sorted by path (and segment start): a stable order to compare runs."""
-    parts = part_files(out)
-    if not parts:
+    found = parts(out)
+    if not found:
         raise ConfigError("no scored files here", path=out, fix="run `emovox batch SOURCE --out` into it first")
-    table = pa.concat_tables(pq.read_table(p) for p in parts)
+    table = pa.concat_tables(pq.read_table(p) for p in found)
     keys = [("path", "ascending")] + ([("start", "ascending")] if "start" in table.column_names else [])
     return table.sort_by(keys)
 
@@ -571,25 +577,20 @@ def _claim(out: Path, job: BatchJob) -> None:
         tmp.unlink()
 
 
-class _locked:
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
     """Hold ``out/_job.lock`` for the job, so two runs never write one dataset at once (the
     lock goes with the process, however it ends)."""
-
-    def __init__(self, out: Path):
-        self.out = out
-
-    def __enter__(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise ConfigError("is a file, not a folder", path=self.out, fix="pass a folder for --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.out / LOCK_FILE, os.O_CREAT | os.O_RDWR)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("is a file, not a folder", path=out, fix="pass a folder for --out")
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_CREAT | os.O_RDWR)
+    try:
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._fd)
-            raise ConfigError("another emovox batch job is writing here", path=self.out,
+            raise ConfigError("another emovox batch job is writing here", path=out,
                               fix="wait for it to finish, or pass another --out") from None
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
