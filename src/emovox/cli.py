@@ -192,7 +192,7 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
     if "test_conditions" in m:
         from emovox.evaluate import condition_table
 
-        console.print(escape(condition_table(m)), highlight=False)
+        console.print(escape(condition_table(m)), highlight=False, soft_wrap=True)  # a table: never wrapped
 
 
 Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
@@ -296,7 +296,7 @@ def batch(source: Annotated[Path, typer.Argument(help="A folder, or a CSV or Par
           out: Annotated[Path, typer.Option("--out", help="Parquet dataset folder (rerun to resume).")],
           mode: Annotated[str, typer.Option(help="predict (a row per file) or timeline (per segment).")] = "predict",
           model: ModelDir = None,
-          engine: Annotated[str, typer.Option(help="local (this process) or ray (pip install 'emovox[ray]').")]
+          engine: Annotated[str, typer.Option(help="local (this process) or ray (pip install 'emovox\\[ray]').")]
           = "local",
           address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start one here).")] = None,
           workers: Annotated[int | None, typer.Option(help="Threads (local) or Ray actors (default: CPUs).")] = None,
