@@ -37,6 +37,15 @@ def test_parallel_folds_equal_serial(ravdess_dir, tmp_path):
     assert _strip(serial) == _strip(parallel)
 
 
+def test_a_run_dir_of_another_recipe_is_refused_not_read_back(ravdess_dir, tmp_path):
+    kw = dict(folds=2, cache_dir=tmp_path / "c", progress=False, threads=1)
+    first = experiment.evaluate(ravdess_dir, tmp_path / "run", SETTINGS, **kw)
+    assert experiment.evaluate(ravdess_dir, tmp_path / "run", SETTINGS, **kw)["ua"] == first["ua"]  # resumes
+    other = Settings(features=SETTINGS.features, train=TrainConfig(model="cnn", epochs=4, batch_size=8, lr=3e-3))
+    with pytest.raises(ConfigError, match="another train"):
+        experiment.evaluate(ravdess_dir, tmp_path / "run", other, **kw)
+
+
 def test_settings_file_roundtrip_and_errors(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("features: {n_mels: 40}\ntrain: {model: crnn}\n"

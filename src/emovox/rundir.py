@@ -9,15 +9,18 @@ atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from emovox import distributed
 from emovox.config import to_dict
+from emovox.errors import ConfigError
 from emovox.features import FeatureConfig
 from emovox.files import write_json
 
 __all__ = ["open_run", "run_name", "source_record", "write_config", "write_json"]
+RECIPE_SECTIONS = ("features", "train", "data", "folds")  # what a run's finished work depends on
 
 
 def run_name(train, features: FeatureConfig, ds, *, speaker_norm: bool = False) -> str:
@@ -49,15 +52,23 @@ def open_run(out: str | Path) -> Path:
 
 
 def write_config(out: str | Path, **sections) -> None:
-    """Save the run's configuration (dataclasses or plain values) as ``config.json``."""
-    data = {k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in sections.items()}
+    """Save the run's configuration (dataclasses or plain values) as ``config.json``.
+
+    A run dir that already holds a run with other features, training, data or folds is
+    refused: its finished folds and checkpoints would be read back as if they were this
+    run's.
+    """
+    data = json.loads(json.dumps({k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v)
+                                  for k, v in sections.items()}))
+    path = Path(out) / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        changed = [k for k in RECIPE_SECTIONS if k in old and k in data and old[k] != data[k]]
+        if changed:
+            raise ConfigError(f"this run dir holds a run with another {', '.join(changed)}", path=out,
+                              fix="pass a new --out, or `emovox resume` to finish the run that is there")
     if distributed.is_main():
-        write_json(Path(out) / "config.json", data)
-
-
-
-
-
+        write_json(path, data)
 
 def source_record(data, corpus: str, cache_dir) -> dict:
     """Where a run's data came from (read back by :func:`resume`)."""
