@@ -31,6 +31,7 @@ N_MELS = 40
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 PARTIAL_FRAMES = 160  # the encoder was trained on 1.6 s pieces
+PIECE_FRAMES = 80  # DVectors' back-to-back pieces: 0.8 s, half the LSTM steps of 1.6 s ones (docs/benchmarks.md)
 TARGET_DBFS = -30.0  # quieter audio is raised to this level first, as in training
 DIM = 256
 WEIGHTS_DIR = "ge2e_weights"  # package data: pretrained.pt, its LICENSE, NOTICE and SHA256SUMS
@@ -125,8 +126,9 @@ class DVectors(nn.Module):
 
     The same vectors as :func:`encode` in spirit, cheaper and exportable: each clip is set
     to :data:`TARGET_DBFS` (up or down: the vectors do not move with the recording level),
-    its power mel frames are cut into back-to-back 1.6 s pieces (the last one shorter), not
-    overlapping ones, so the LSTM runs once over each frame; the d-vector is the normalised,
+    its power mel frames are cut into back-to-back 0.8 s pieces (the last one shorter), not
+    overlapping 1.6 s ones, so the LSTM runs once over each frame, in half as many steps as
+    1.6 s pieces would take (on one core, a 3 s clip costs 7 ms instead of 12); the d-vector is the normalised,
     length-weighted mean of the pieces' embeddings, and the layer means are the mean of
     each LSTM layer's output over all frames of the clip. Row ``b`` depends on
     ``wave[b, :lengths[b]]`` only (frames past a clip's end are masked; an LSTM never looks
@@ -149,17 +151,17 @@ class DVectors(nn.Module):
                           pad_mode="constant", return_complex=False)
         mels = torch.matmul(self.mel_basis, spec.square().sum(-1))  # (B, 40, T)
         frames = lengths // HOP + 1
-        n_pieces = (mels.shape[2] + PARTIAL_FRAMES - 1) // PARTIAL_FRAMES
-        mels = nn.functional.pad(mels, (0, n_pieces * PARTIAL_FRAMES - mels.shape[2]))
-        pieces = mels.reshape(-1, N_MELS, n_pieces, PARTIAL_FRAMES).permute(0, 2, 3, 1).reshape(-1, PARTIAL_FRAMES,
+        n_pieces = (mels.shape[2] + PIECE_FRAMES - 1) // PIECE_FRAMES
+        mels = nn.functional.pad(mels, (0, n_pieces * PIECE_FRAMES - mels.shape[2]))
+        pieces = mels.reshape(-1, N_MELS, n_pieces, PIECE_FRAMES).permute(0, 2, 3, 1).reshape(-1, PIECE_FRAMES,
                                                                                               N_MELS)
-        start = torch.arange(n_pieces, device=wave.device) * PARTIAL_FRAMES
-        span = (frames[:, None] - start[None, :]).clamp(0, PARTIAL_FRAMES).reshape(-1)  # frames of each piece
+        start = torch.arange(n_pieces, device=wave.device) * PIECE_FRAMES
+        span = (frames[:, None] - start[None, :]).clamp(0, PIECE_FRAMES).reshape(-1)  # frames of each piece
         keep = torch.nonzero(span > 0).reshape(-1)  # pieces past a short clip's end are skipped
         h, span = pieces.index_select(0, keep), span.index_select(0, keep)
         owner = torch.div(keep, n_pieces, rounding_mode="floor")
         assign = (owner[None, :] == torch.arange(wave.shape[0], device=wave.device)[:, None]).to(h.dtype)  # (B, K)
-        mask = (torch.arange(PARTIAL_FRAMES, device=wave.device)[None, :] < span[:, None]).to(h.dtype)[:, :, None]
+        mask = (torch.arange(PIECE_FRAMES, device=wave.device)[None, :] < span[:, None]).to(h.dtype)[:, :, None]
         sums = []
         for layer in self.lstm:
             h, _ = layer(h)
