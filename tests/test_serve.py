@@ -58,6 +58,20 @@ async def served(app):
             yield http
 
 
+def holding(predictor):
+    """A stand-in for ``predictor.score`` that records batch sizes and holds every forward
+    pass until ``go`` is set (so that requests queue behind the first): (held, sizes, busy, go)."""
+    score, sizes, busy, go = predictor.score, [], threading.Event(), threading.Event()
+
+    def held(inputs, seconds, **kw):
+        sizes.append(len(inputs))
+        busy.set()
+        go.wait(WAIT_S)
+        return score(inputs, seconds, **kw)
+
+    return held, sizes, busy, go
+
+
 async def until(condition):
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -155,13 +169,7 @@ def test_requests_that_arrive_while_the_model_is_busy_share_one_forward_pass(tin
     app = create_app(predictor, ServiceLimits(max_batch=16))
     uploads = clips(8)
     want = [alone(predictor, d) for d in uploads]
-    score, sizes, busy, go = predictor.score, [], threading.Event(), threading.Event()
-
-    def held(inputs, seconds, **kw):  # the first forward pass holds the model until the others queued
-        sizes.append(len(inputs))
-        busy.set()
-        go.wait(WAIT_S)
-        return score(inputs, seconds, **kw)
+    held, sizes, busy, go = holding(predictor)
 
     async def main():
         async with served(app) as http:
@@ -457,13 +465,7 @@ def test_requests_of_different_speakers_share_a_forward_pass_each_with_its_own_s
     app = create_app(predictor, ServiceLimits(max_batch=16))
     uploads = clips(7)
     owners = [None, "a", "b", "c", "a", "b", "c"]  # the first holds the model until the others queued
-    score, sizes, busy, go = predictor.score, [], threading.Event(), threading.Event()
-
-    def held(inputs, seconds, **kw):
-        sizes.append(len(inputs))
-        busy.set()
-        go.wait(WAIT_S)
-        return score(inputs, seconds, **kw)
+    held, sizes, busy, go = holding(predictor)
 
     async def main():
         async with served(app) as http:
