@@ -93,9 +93,11 @@ def recordings(speakers: list, rng: np.random.Generator, *, per_speaker: int = 1
     return out
 
 
-def recording_sets(raw: list, speakers: list, rec: np.ndarray, dvec: slice, min_segments: int) -> dict:
-    """(scored, adapt-on) pairs for one recording: pooled, per voice found, per true speaker."""
-    voices = group_voices(np.stack([raw[i][dvec, 0] for i in rec]))
+def recording_sets(raw: list, speakers: list, rec: np.ndarray, dvec: slice, centre: np.ndarray,
+                   min_segments: int) -> dict:
+    """(scored, adapt-on) pairs for one recording: pooled, per voice found (d-vectors less
+    ``centre``, as :meth:`emovox.predict.Predictor.voice_embeddings`), per true speaker."""
+    voices = group_voices(np.stack([raw[i][dvec, 0] for i in rec]) - centre)
     found = [(rec[voices == v], rec[voices == v] if (voices == v).sum() >= min_segments else rec[:0])
              for v in set(voices)]  # a voice too small to adapt to: its clips stay single
     truth = [(rec[[speakers[i] == s for i in rec]],) * 2 for s in {speakers[i] for i in rec}]
@@ -140,7 +142,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         scenarios = adaptation_sets(speakers, y, ds.labels, rng)
         for rec in recordings(speakers, rng):
-            for name, pairs in recording_sets(raw, speakers, rec, dvec, args.min_segments).items():
+            sets = recording_sets(raw, speakers, rec, dvec, prior_base.mean[dvec], args.min_segments)
+            for name, pairs in sets.items():
                 scenarios.setdefault(name, []).append(pairs)
         for scenario, sets in scenarios.items():
             nested = sets if scenario == "speaker, one emotion" or scenario.startswith("recording") else [sets]

@@ -3,13 +3,15 @@ built from corpus speakers.
 
 Usage::
 
-    python benchmarks/voices.py [--data ../shared/data] [--seeds 5] [--thresholds 0.2,0.25,...]
+    python benchmarks/voices.py [--model RUN_DIR] [--data ../shared/data] [--seeds 5] [--thresholds 0.7,...]
 
 For each corpus (RAVDESS, EMO-DB, nEMO, ASED) and each seed, three recordings are built
 with 1, 2, 3 and 4 speakers of that corpus: 20-60 segments (clips of the corpus), in
 interleaved turns of 1-3 clips each, every speaker speaking at least once and never two
-turns in a row. Each clip is embedded with GE2E (``emovox.ge2e``, through the feature
-cache), the recording's embeddings are clustered, and the result is scored:
+turns in a row. Each clip is embedded as ``timeline`` embeds a segment: the d-vector in
+the model's own features (``--model``, default the bundled one; through the feature cache),
+less the training speakers' mean d-vector (:meth:`emovox.predict.Predictor.voice_embeddings`);
+the recording's embeddings are clustered, and the result is scored:
 
 - purity: the share of segments whose cluster's majority speaker is their own speaker
   (1.0: no cluster mixes voices, whatever their number);
@@ -39,7 +41,7 @@ import torch
 from emovox.cache import extract_files
 from emovox.corpora import load_corpus
 from emovox.dataset import DEFAULT_CACHE
-from emovox.features import FeatureConfig
+from emovox.predict import Predictor
 from emovox.voices import THRESHOLD, group_voices
 
 CORPORA = {"ravdess": "ravdess", "emodb": "emodb", "nemo": "nemo", "ased": "ased"}
@@ -47,7 +49,6 @@ SPEAKERS = (1, 2, 3, 4)
 SEGMENTS = (20, 60)  # segments per recording, inclusive
 TURN = (1, 3)  # clips per turn, inclusive
 MIN_CLIPS = 15  # speakers with fewer clips are not used
-GE2E = FeatureConfig(kind="utterance", utterance=("ge2e",))
 
 
 def build(rng: np.random.Generator, clips: dict[str, list[str]], k: int) -> list[tuple[str, str]]:
@@ -83,7 +84,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--thresholds", default="0.3,0.35,0.38,0.4,0.44,0.46,0.5")
+    ap.add_argument("--thresholds", default="0.6,0.7,0.75,0.8,0.85,0.9,1.0")
+    ap.add_argument("--model", default=None, help="run dir (default: the bundled model)")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -100,15 +102,19 @@ def main() -> None:
 
     paths = sorted({p for recs in recordings.values() for r in recs for _, p in r})
     t0 = time.perf_counter()
-    embedded = extract_files(paths, GE2E, cache_dir=args.cache_dir, progress=False).features
-    print(f"{len(paths)} clips embedded (GE2E, cache {args.cache_dir}) in {time.perf_counter() - t0:.0f} s\n")
+    predictor = Predictor.load(args.model)
+    feats = extract_files(paths, predictor.features, cache_dir=args.cache_dir, progress=False).features
+    kept = [p for p in paths if p in feats]
+    embedded = dict(zip(kept, predictor.voice_embeddings([feats[p] for p in kept]), strict=True))
+    print(f"{len(paths)} clips embedded (model {args.model or 'bundled'}, cache {args.cache_dir}) "
+          f"in {time.perf_counter() - t0:.0f} s\n")
 
     scores: dict[tuple[str, float], list[tuple[float, float, int, int]]] = {}
     for name, recs in recordings.items():
         for rec in recs:
             rec = [(s, p) for s, p in rec if p in embedded]  # an unreadable clip is left out
             truth = [s for s, _ in rec]
-            e = np.stack([embedded[p][:, 0] for _, p in rec])
+            e = np.stack([embedded[p] for _, p in rec])
             for t in thresholds:
                 found = group_voices(e, threshold=t)
                 scores.setdefault((name, t), []).append((*purity_coverage(truth, found), found.max() + 1,

@@ -103,8 +103,10 @@ class UtteranceEncoder(nn.Module):
 
 @lru_cache(maxsize=4)
 def load(parts: tuple[str, ...], speaker_encoder: str | None, trim_db: float | None, device: str) -> UtteranceEncoder:
-    """An :class:`UtteranceEncoder` in eval mode on ``device``, built once per process."""
-    return UtteranceEncoder(parts, speaker_encoder=speaker_encoder, trim_db=trim_db).to(device).eval()
+    """An :class:`UtteranceEncoder` in eval mode on ``device``, built once per process (its
+    tensors outside inference mode, so that the same module can be traced for export)."""
+    with torch.inference_mode(False):
+        return UtteranceEncoder(parts, speaker_encoder=speaker_encoder, trim_db=trim_db).to(device).eval()
 
 
 def pad(signals: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,6 +61,7 @@ def default_weights() -> Path:
 
 
 @lru_cache(maxsize=2)
+@torch.inference_mode(False)  # cached: tensors made in inference mode could not be traced for export later
 def load_encoder(weights: str | None = None) -> SpeakerEncoder:
     """The encoder with weights from ``weights`` (a local file) or :func:`default_weights`, in eval mode."""
     path = Path(weights).expanduser() if weights else default_weights()
@@ -180,6 +181,7 @@ def embed_batch(signals: list[np.ndarray], weights: str | None = None) -> list[n
 
 
 @lru_cache(maxsize=2)
+@torch.inference_mode(False)
 def _layers(weights: str | None) -> list[nn.LSTM]:
     """The encoder's three LSTM layers as separate one-layer LSTMs (to read each one's output)."""
     lstm = load_encoder(weights).lstm

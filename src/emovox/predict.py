@@ -32,7 +32,7 @@ BATCH_WINDOWS = 64
 # the quality block counts speech with the energy gate: 1 ms per 3 s clip, where Silero takes 8
 QUALITY_VAD = VadConfig(method="energy")
 LONG_INPUT_S = 120.0  # s: longer files are streamed and summarised over their speech segments
-MIN_ADAPT_SEGMENTS = 5  # a voice's segments before the timeline adapts to it (docs/benchmarks.md, "Adaptation")
+MIN_ADAPT_SEGMENTS = 2  # a voice's segments before the timeline adapts to it (docs/benchmarks.md, "Adaptation")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -325,12 +325,21 @@ class Predictor:
         return self.features.utterance if self.features.kind == "utterance" else ()
 
     def _voices(self, feats: list[np.ndarray]) -> np.ndarray:
-        """A voice number per segment from the d-vectors in its features; -1 without them."""
+        """A voice number per segment (:func:`emovox.voices.group_voices`); -1 without d-vectors."""
+        e = self.voice_embeddings(feats)
+        return np.full(len(feats), -1) if e is None else group_voices(e)
+
+    def voice_embeddings(self, feats: Sequence[np.ndarray]) -> np.ndarray | None:
+        """The d-vectors in features from :meth:`extract` ``(n, 256)``, less the training
+        speakers' mean d-vector when the model knows it (what every d-vector shares drowns
+        what tells voices apart), or ``None`` when the features hold no d-vector."""
         parts = self._parts()
-        if "dvector" not in parts or not feats:
-            return np.full(len(feats), -1)
+        if "dvector" not in parts or not len(feats):
+            return None
         start = sum(UTTERANCE_DIMS[p] for p in parts[: parts.index("dvector")])
-        return group_voices(np.stack([f[start : start + UTTERANCE_DIMS["dvector"], 0] for f in feats]))
+        span = slice(start, start + UTTERANCE_DIMS["dvector"])
+        e = np.stack([f[span, 0] for f in feats]).astype(np.float64)
+        return e if self.prior is None else e - self.prior.mean[span]
 
     def _recording_stats(self, feats: list[np.ndarray], voices: np.ndarray) -> list[Stats | None]:
         """Per segment, the statistics it is adapted with: its voice's segments (all of the

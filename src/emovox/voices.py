@@ -1,7 +1,8 @@
 """Group the speech segments of a recording by voice: clustering of speaker embeddings.
 
-A meeting or a call holds a few voices. Each segment's GE2E d-vector
-(:func:`emovox.ge2e.embed_batch`) points in a direction of its own per speaker, so
+A meeting or a call holds a few voices. Each segment's GE2E d-vector, less the mean
+d-vector of the model's training speakers (:meth:`emovox.predict.Predictor.voice_embeddings`:
+what every d-vector shares), points in a direction of its own per speaker, so
 segments whose embeddings lie close in angle are taken for one voice: agglomerative
 clustering with cosine distance, average linkage, and a distance threshold (no number of
 voices to guess beforehand). The threshold was chosen with ``benchmarks/voices.py`` on
@@ -15,7 +16,7 @@ import numpy as np
 
 from emovox.errors import ConfigError
 
-THRESHOLD = 0.42  # cosine distance (1 - cosine similarity) above which two groups are two voices
+THRESHOLD = 0.85  # cosine distance (1 - cosine similarity) above which two groups are two voices
 MIN_NORM = 1e-8  # an embedding shorter than this has no direction
 
 
