@@ -149,6 +149,27 @@ def test_leave_one_corpus_out_over_two_corpora(ravdess_dir, tmp_path):
     assert r.exit_code == 2 and "at least two corpora" in r.output
 
 
+def test_leave_one_corpus_out_adapted_beside_one_clip(ravdess_dir, tmp_path):
+    """--adapt speaker,corpus: the speaker-normalised head on the same folds, its rows beside
+    the single-clip one; a bad mode is refused before any work."""
+    nemo = make_nemo(tmp_path / "nemo")
+    out = tmp_path / "loco"
+    r = run("evaluate", "--data", f"ravdess={ravdess_dir}", "--data", nemo, "--folds", "loco", "--out", out,
+            "--cache-dir", tmp_path / "cache", "--adapt", "speaker,corpus", *FAST)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    rows = m["test_conditions"]
+    assert list(rows) == ["clean", "adapted: speaker", "adapted: corpus"]
+    assert rows["clean"]["ua"] == m["ua"]
+    adapted = json.loads((out / "adapted" / "metrics.json").read_text())
+    assert rows["adapted: speaker"]["ua"] == adapted["ua"] and "speaker norm" in adapted["name"]
+    assert [f["test_corpus"] for f in rows["adapted: corpus"]["folds"]] == ["nemo", "ravdess"]
+    assert "adapted: corpus" in (out / "report.md").read_text() and "adapted: speaker" in r.output
+    r = run("evaluate", "--data", f"ravdess={ravdess_dir}", "--data", nemo, "--folds", "loco", "--out",
+            tmp_path / "bad", "--adapt", "session", *FAST)
+    assert r.exit_code == 2 and "cannot adapt" in r.output
+
+
 def test_train_and_evaluate_take_every_settings_override():
     import inspect
 

@@ -171,7 +171,11 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
              test_conditions: Annotated[str | None, typer.Option(
                  "--test-conditions", help="Also score each fold's test audio through these channels, e.g. "
                                            "phone,white:10,babble:10,phone+white:15,reverb:0.6,mp3:0.9 "
-                                           "(reported beside clean).")] = None) -> None:
+                                           "(reported beside clean).")] = None,
+             adapt: Annotated[str | None, typer.Option(
+                 "--adapt", help="Also train the speaker-normalised head on the same folds and report it adapted "
+                                 "to each test speaker (speaker) and/or to the whole test set (corpus), e.g. "
+                                 "speaker,corpus.")] = None) -> None:
     """Speaker-grouped cross-validation: metrics.json, report.md, confusion_matrix.png."""
     from emovox import experiment
 
@@ -184,7 +188,8 @@ def evaluate(out: Out = None, data: Data = None, corpus: Corpus = "auto", model:
         m = experiment.evaluate(_data(data), _required(out), s, corpus=corpus, folds=folds,
                                 with_baseline=baseline, cache_dir=cache_dir, jobs=jobs, threads=threads,
                                 strict=strict, progress=not quiet,
-                                test_conditions=(test_conditions or "").split(","))
+                                test_conditions=(test_conditions or "").split(","),
+                                adapt=(adapt or "").split(","))
     line = f"[green]{escape(m['name'])}[/green]: UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}"
     if "baseline" in m:
         line += f" | eGeMAPS+SVM UA {m['baseline']['ua']:.3f}"

@@ -38,12 +38,13 @@ from emovox.splits import make_folds, validation_split
 from emovox.train import TrainConfig, fit, for_features
 
 log = logging.getLogger("emovox")
+ADAPT_CORPUS = "adapted: corpus"  # the test set's statistics pooled (cross_validate(adapt_corpus=True))
 
 
 def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: TrainConfig,
                    speaker_norm: bool = False, folds: int | str = 5, with_baseline: bool = False,
                    cache_dir: str | Path | None = DEFAULT_CACHE, jobs: int = 1, threads: int | None = None,
-                   progress: bool = True, conditions: Sequence[Condition] = ()) -> dict:
+                   progress: bool = True, conditions: Sequence[Condition] = (), adapt_corpus: bool = False) -> dict:
     """Speaker-grouped cross-validation of one model (and optionally the eGeMAPS+SVM baseline).
 
     Writes ``metrics.json`` (``ua``, ``wa``, ``macro_f1``, ``folds``), ``report.md`` and
@@ -53,7 +54,10 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     With ``conditions``, each fold's model also scores its test utterances through each
     of them (features cached like augmented copies), and ``metrics.json`` gains
     ``test_conditions``: per condition, clean first, the scores of every fold (in
-    leave-one-corpus-out, every held-out corpus), their mean and the pooled scores.
+    leave-one-corpus-out, every held-out corpus), their mean and the pooled scores. With
+    ``adapt_corpus`` (and ``speaker_norm``) a row :data:`ADAPT_CORPUS` joins them: each
+    fold's test utterances z-scored with the statistics of all of them, as if the test set
+    were one speaker (no speaker ids).
     """
     out = open_run(out)
     train = for_features(train, features)
@@ -63,6 +67,9 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     inputs = model_inputs(ds, speaker_norm=speaker_norm)
     tested = _condition_inputs(ds, splits, conditions, features, speaker_norm=speaker_norm,
                                cache_dir=cache_dir, jobs=jobs, progress=progress)
+    if adapt_corpus:
+        for fold, inputs in zip(splits, tested, strict=True):
+            inputs[ADAPT_CORPUS] = normalize.by_speaker([ds.features[i] for i in fold.test], [0] * len(fold.test))
     y_pred = np.zeros_like(ds.y)
     fold_rows, degraded = [], []
     for fold, (row, pred, scored) in zip(splits, _run_folds(ds, inputs, splits, out, features, train, independent,
@@ -78,19 +85,24 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
                                                for k in ("ece_before", "ece_after")}})
     if ds.groups is not None:
         metrics["per_corpus"] = _per_corpus(ds, y_pred)
-    if conditions:
+    if conditions or adapt_corpus:
         preds = {CLEAN: [y_pred[fold.test] for fold in splits]}
-        preds |= {c.name: [np.array(scored[c.name]) for scored in degraded] for c in conditions}
+        preds |= {name: [np.array(scored[name]) for scored in degraded] for name in degraded[0]}
         metrics["test_conditions"] = {name: _condition_scores(ds, splits, p) for name, p in preds.items()}
     if with_baseline:
         metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
                                            seed=train.seed, independent=independent,
                                            speaker_norm=speaker_norm)
+    write_results(out, metrics)
+    return metrics
+
+
+def write_results(out: Path, metrics: dict) -> None:
+    """``metrics.json``, ``confusion_matrix.png`` and ``report.md`` of a cross-validation."""
     write_json(out / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], ds.labels, out / "confusion_matrix.png", title=name)
+    plot_confusion(metrics["confusion_matrix"], metrics["labels"], out / "confusion_matrix.png", title=metrics["name"])
     report = report_markdown(metrics, baseline=metrics.get("baseline"), image="confusion_matrix.png")
     atomic_write(out / "report.md", lambda p: p.write_text(report))
-    return metrics
 
 
 def _per_corpus(ds: Dataset, y_pred: np.ndarray) -> dict:

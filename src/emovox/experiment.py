@@ -17,9 +17,9 @@ import torch
 
 from emovox import distributed, models
 from emovox.calibrate import calibrate_and_measure
-from emovox.conditions import parse_conditions
+from emovox.conditions import CLEAN, parse_conditions
 from emovox.config import load_file, to_dict
-from emovox.crossval import cross_validate, run_baseline
+from emovox.crossval import ADAPT_CORPUS, cross_validate, run_baseline, write_results
 from emovox.dataset import DEFAULT_CACHE, Dataset, DataSource, load_dataset, model_inputs
 from emovox.errors import ConfigError
 from emovox.evaluate import scores
@@ -179,10 +179,16 @@ def resume(run_dir: str | Path, *, cache_dir: str | Path | None = None, jobs: in
 def evaluate(data: DataSource | None, out: str | Path, settings: Settings | None = None, *, corpus: str = "auto",
              folds: int | str = 5, with_baseline: bool = False, cache_dir: str | Path | None = None,
              jobs: int = 1, threads: int | None = None, strict: bool = False, progress: bool = True,
-             test_conditions: Sequence[str] = ()) -> dict:
+             test_conditions: Sequence[str] = (), adapt: Sequence[str] = ()) -> dict:
     """Read a corpus and cross-validate one model by speaker (see :func:`cross_validate`);
     ``test_conditions`` (:mod:`emovox.conditions` names, e.g. ``["phone", "white:10"]``)
     also score each fold's test audio through those channels.
+
+    ``adapt`` (``"speaker"``, ``"corpus"``) also trains, on the same folds, the head that
+    reads speaker-normalised features (as an adaptive model's second head, under
+    ``<out>/adapted``) and adds its rows to ``test_conditions``: ``adapted: speaker`` (each
+    test speaker's clips z-scored with the statistics of all of them) and ``adapted:
+    corpus`` (the test set's clips pooled as one speaker, no ids).
 
     Examples
     --------
@@ -191,10 +197,29 @@ def evaluate(data: DataSource | None, out: str | Path, settings: Settings | None
     """
     s = settings or Settings.build()
     conditions = parse_conditions(test_conditions)
+    adapt = [a for a in adapt if a]
+    unknown = set(adapt) - {"speaker", "corpus"}
+    if unknown or (adapt and s.speaker_norm):
+        raise ConfigError(f"cannot adapt by {sorted(unknown) or adapt}", fix="use --adapt speaker, corpus or "
+                          "speaker,corpus on a model without --speaker-norm (the adapted head is trained beside it)")
     ds = _dataset(data, s, corpus=corpus, cache_dir=cache_dir, jobs=jobs, strict=strict, progress=progress)
     write_config(open_run(out), **s.to_dict(), corpus=source_record(data, corpus, cache_dir),
                  folds=folds, baseline=with_baseline, test_conditions=[c.name for c in conditions])
-    return cross_validate(ds, out, features=s.features, train=s.train, speaker_norm=s.speaker_norm, folds=folds,
-                          with_baseline=with_baseline,
-                          cache_dir=DEFAULT_CACHE if cache_dir is None else cache_dir, jobs=jobs, threads=threads,
-                          progress=progress, conditions=conditions)
+    kw = dict(features=s.features, train=s.train, folds=folds, cache_dir=DEFAULT_CACHE if cache_dir is None
+              else cache_dir, jobs=jobs, threads=threads, progress=progress)
+    metrics = cross_validate(ds, out, speaker_norm=s.speaker_norm, with_baseline=with_baseline,
+                             conditions=conditions, **kw)
+    if adapt:
+        adapted = cross_validate(ds, Path(out) / "adapted", speaker_norm=True, adapt_corpus="corpus" in adapt, **kw)
+        rows = metrics.setdefault("test_conditions", {CLEAN: _summary(metrics)})
+        if "speaker" in adapt:
+            rows["adapted: speaker"] = _summary(adapted)
+        if "corpus" in adapt:
+            rows[ADAPT_CORPUS] = adapted["test_conditions"][ADAPT_CORPUS]
+        write_results(Path(out), metrics)
+    return metrics
+
+
+def _summary(metrics: dict) -> dict:
+    """A cross-validation's scores in the shape of one ``test_conditions`` row."""
+    return {k: metrics[k] for k in ("ua", "wa", "macro_f1", "mean", "folds")}

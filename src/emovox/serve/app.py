@@ -66,8 +66,8 @@ class ServiceLimits:
     max_duration_s : float
         Longest audio, in seconds.
     workers : int or None
-        Threads that read upload headers, decode and extract features (and, with
-        ``max_batch=1``, run the forward passes). None: one when batching the features
+        Threads that read upload headers and decode, and micro-batches scored side by side
+        (features and forward pass; with ``max_batch=1``, requests). None: one when batching the features
         numpy computes (log-mel, MFCC, spectrogram, waveform), whose small array
         operations hold the GIL, so that a second thread only adds contention (in
         ``benchmarks/service.py`` one thread served more requests per second than two, at
@@ -180,8 +180,10 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emovox-decode")
     long_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovox-long")
     speakers = SpeakerStats(limits.max_speakers)
+    # the front end runs inside the batch (one call for all its clips), so batches run side by
+    # side on the cores when its features release the GIL (torch, onnxruntime, openSMILE)
     batcher = MicroBatcher(lambda items: score_batch(items), max_batch=limits.max_batch,
-                           max_wait_s=limits.max_wait_ms / 1000)
+                           max_wait_s=limits.max_wait_ms / 1000, workers=threads)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI):

@@ -1,7 +1,7 @@
 """Dynamic micro-batching: requests that arrive while the model is busy share one forward pass.
 
-A :class:`MicroBatcher` owns one worker thread. Items submitted from the event loop wait
-in a queue; whenever the worker is free it takes up to ``max_batch`` of them and runs the
+A :class:`MicroBatcher` owns ``workers`` threads. Items submitted from the event loop wait
+in a queue; whenever a worker is free it takes up to ``max_batch`` of them and runs the
 batch function on that list in its thread. A batch that is not full waits for more
 items, but never longer than ``max_wait_s`` after its oldest item arrived, so items that
 queued while the previous batch ran go at once: an item waits for the batch running
@@ -43,6 +43,9 @@ class MicroBatcher(Generic[T, R]):
         Most items per call of ``fn``.
     max_wait_s : float
         Longest time, in seconds, a batch that is not full waits for more items.
+    workers : int
+        Batches run side by side (each in a thread of its own; one per core pays when the
+        batch function releases the GIL, as torch and onnxruntime do).
 
     Examples
     --------
@@ -53,20 +56,23 @@ class MicroBatcher(Generic[T, R]):
     [0, 2, 4]
     """
 
-    def __init__(self, fn: Callable[[list[T]], list[R]], *, max_batch: int, max_wait_s: float):
-        if max_batch < 1:
-            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
+    def __init__(self, fn: Callable[[list[T]], list[R]], *, max_batch: int, max_wait_s: float, workers: int = 1):
+        if max_batch < 1 or workers < 1:
+            raise ConfigError(f"max_batch and workers must be at least 1, got {max_batch} and {workers}")
         if max_wait_s < 0:
             raise ConfigError(f"max_wait_s cannot be negative, got {max_wait_s}")
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovox-batch")
+        self.workers = workers
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emovox-batch")
         self.batches = 0  # calls of fn so far
         self.items = 0  # items in them
         self._items: deque[_Pending] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._free: asyncio.Semaphore | None = None  # workers not running a batch
+        self._running: set[asyncio.Task] = set()
 
     @property
     def pending(self) -> int:
@@ -75,6 +81,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def __aenter__(self) -> MicroBatcher[T, R]:
         self._arrived = asyncio.Event()
+        self._free = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(self._serve(), name="emovox-batcher")
         return self
 
@@ -83,6 +90,8 @@ class MicroBatcher(Generic[T, R]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._running):
+            task.cancel()
         for p in self._items:
             p.future.cancel()
         self._items.clear()
@@ -101,27 +110,36 @@ class MicroBatcher(Generic[T, R]):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._free.acquire()  # a worker is free: gather its batch
             await self._gather(loop)
             batch = [self._items.popleft() for _ in range(min(self.max_batch, len(self._items)))]
             batch = [p for p in batch if not p.future.done()]  # callers that went away
             if not batch:
+                self._free.release()
                 continue
             self.batches += 1
             self.items += len(batch)
-            try:
-                results = await loop.run_in_executor(self.executor, self._call, [p.item for p in batch])
-            except asyncio.CancelledError:  # shutting down
-                for p in batch:
-                    p.future.cancel()
-                raise
-            except Exception as exc:  # handed to every caller of the batch, not hidden
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            for p, result in zip(batch, results, strict=True):
+            task = loop.create_task(self._run(loop, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        try:
+            results = await loop.run_in_executor(self.executor, self._call, [p.item for p in batch])
+        except asyncio.CancelledError:  # shutting down
+            for p in batch:
+                p.future.cancel()
+            raise
+        except Exception as exc:  # handed to every caller of the batch, not hidden
+            for p in batch:
                 if not p.future.done():
-                    p.future.set_result(result)
+                    p.future.set_exception(exc)
+            return
+        finally:
+            self._free.release()
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
 
     def _call(self, items: list[T]) -> list[R]:
         results = list(self.fn(items))
