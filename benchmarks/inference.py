@@ -155,6 +155,30 @@ def main() -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             print(f"| {backend} | {len(rows)} | {wall:.1f} | {seconds / wall:.0f} | {cpu:.1f} | {seconds / cpu:.0f} | "
                   f"{rss_short:.0f} | {peak_rss_mb():.0f} |", flush=True)
+        adaptation_cost(args.model, path, seconds)
+
+
+def adaptation_cost(model: str | None, path: str, seconds: float, turns: int = 3) -> None:
+    """``timeline`` adapted to the recording's voices against ``adapt=False`` on the same
+    file, in turns (torch backend): wall and CPU seconds, and the ratio of the medians."""
+    p = Predictor.load(model, device="cpu")
+    if not p.can_adapt:
+        return
+    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for _ in range(turns):
+        for adapt in (False, True):
+            t0, c0 = time.perf_counter(), time.process_time()
+            rows = p.timeline(path, adapt=adapt)
+            times[adapt].append((time.perf_counter() - t0, time.process_time() - c0))
+    voices = len({r["speaker"] for r in rows})
+    print(f"\n| timeline of the {seconds / 60:.0f}-min file, torch | wall (s, median of {turns}) | CPU (s) | "
+          f"segments adapted | voices |\n|---|---|---|---|---|")
+    for adapt in (False, True):
+        wall, cpu = (float(np.median([t[i] for t in times[adapt]])) for i in (0, 1))
+        done = sum(r["adapted"] for r in rows) if adapt else 0
+        print(f"| {'adapted per voice' if adapt else 'adapt=False'} | {wall:.2f} | {cpu:.2f} | {done} | {voices} |")
+    ratio = np.median([t[0] for t in times[True]]) / np.median([t[0] for t in times[False]])
+    print(f"adapted / unadapted wall time: {ratio:.3f}", flush=True)
 
 
 if __name__ == "__main__":
