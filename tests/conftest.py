@@ -30,6 +30,14 @@ def tone(pitch: float, seconds: float, sr: int, *, amp: float = 0.3, seed: int =
     return y.astype(np.float32)
 
 
+def same_features(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal up to float32 rounding: BLAS picks its kernels by matrix shape (OpenBLAS in
+    numpy 2.4 does for these sizes), so a clip featurised in a batch may differ from the
+    same clip alone in the last bit; padding or batching bugs move far more than that."""
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def write(path: Path, y: np.ndarray, sr: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, y, sr)

@@ -75,8 +75,9 @@ def test_speaker_norm_is_a_data_setting_and_the_old_train_key_still_reads(tmp_pa
 
 
 def test_resume_reads_speaker_norm_from_an_old_run_dirs_train_section(tmp_path, monkeypatch):
-    """A run dir written before speaker_norm moved has it under train: (configs/bundled-run is one)."""
-    doc = json.loads((Path(__file__).parents[1] / "configs" / "bundled-run" / "config.json").read_text())
+    """A run dir written before speaker_norm moved has it under train: (the previous bundled
+    model's run record is one)."""
+    doc = json.loads((Path(__file__).parent / "data" / "old-run-config.json").read_text())
     assert "speaker_norm" in doc["train"] and "speaker_norm" not in doc["data"]
     doc["train"]["speaker_norm"] = True
     (tmp_path / "run").mkdir()

@@ -38,6 +38,6 @@ def test_timeline_cli_with_plot(tiny_run, tmp_path):
     r = CliRunner().invoke(app, ["timeline", str(path), "--model", str(tiny_run), "--format", "csv",
                                  "--plot", str(tmp_path / "t.png"), "--vad", "energy"])  # a tone is no speech to silero
     assert r.exit_code == 0, r.output
-    assert r.stdout.splitlines()[0] == "start,end,label,neutral,happy,sad,angry"
+    assert r.stdout.splitlines()[0] == "start,end,speaker,adapted,label,neutral,happy,sad,angry"
     assert len(r.stdout.splitlines()) == 2
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

@@ -68,8 +68,8 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     tested = _condition_inputs(ds, splits, conditions, features, speaker_norm=speaker_norm,
                                cache_dir=cache_dir, jobs=jobs, progress=progress)
     if adapt_corpus:
-        for fold, inputs in zip(splits, tested, strict=True):
-            inputs[ADAPT_CORPUS] = normalize.by_speaker([ds.features[i] for i in fold.test], [0] * len(fold.test))
+        for fold, by_name in zip(splits, tested, strict=True):
+            by_name[ADAPT_CORPUS] = normalize.by_speaker([ds.features[i] for i in fold.test], [0] * len(fold.test))
     y_pred = np.zeros_like(ds.y)
     fold_rows, degraded = [], []
     for fold, (row, pred, scored) in zip(splits, _run_folds(ds, inputs, splits, out, features, train, independent,
@@ -87,7 +87,8 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
         metrics["per_corpus"] = _per_corpus(ds, y_pred)
     if conditions or adapt_corpus:
         preds = {CLEAN: [y_pred[fold.test] for fold in splits]}
-        preds |= {name: [np.array(scored[name]) for scored in degraded] for name in degraded[0]}
+        names = [c.name for c in conditions] + ([ADAPT_CORPUS] if adapt_corpus else [])
+        preds |= {name: [np.array(scored[name]) for scored in degraded] for name in names}
         metrics["test_conditions"] = {name: _condition_scores(ds, splits, p) for name, p in preds.items()}
     if with_baseline:
         metrics["baseline"] = run_baseline(ds, splits, cache_dir=cache_dir, jobs=jobs, progress=progress,
