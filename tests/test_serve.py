@@ -327,6 +327,11 @@ def test_auto_backend_is_onnx_on_the_cpu_and_torch_without_onnxruntime_or_on_a_g
     assert serving_backend("auto", "auto") == "torch"
 
 
+def test_auto_backend_serves_a_model_on_the_torch_front_end_with_torch():
+    spec = Predictor.load().spec  # the bundled model
+    assert serving_backend("auto", "cpu", spec) == "torch" and serving_backend("onnx", "cpu", spec) == "onnx"
+
+
 def test_one_feature_thread_for_batched_numpy_features_and_two_for_encoder_features(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert ServiceLimits().feature_threads(FeatureConfig()) == 1  # log-mel: numpy holds the GIL

@@ -361,7 +361,8 @@ def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
     limits = ServiceLimits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s, max_batch=max_batch,
                            max_wait_ms=max_wait_ms, max_speakers=max_speakers)
     limit_threads()  # before loading: an onnx session takes its thread count then
-    app_ = create_app(Predictor.load(model, backend=serving_backend(backend, device), device=device), limits)
+    spec = Predictor.load(model, device="cpu").spec  # what the model reads decides the backend
+    app_ = create_app(Predictor.load(model, backend=serving_backend(backend, device, spec), device=device), limits)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 

@@ -41,7 +41,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from emovox import __version__, audio, quality
 from emovox.device import resolve as resolve_device
 from emovox.errors import AudioError, ConfigError
+from emovox.export import on_waveform
 from emovox.features import ENCODED, FeatureConfig
+from emovox.models import ModelSpec
 from emovox.normalize import Stats
 from emovox.predict import QUALITY_VAD, Predictor
 from emovox.serve.batching import MicroBatcher
@@ -112,13 +114,15 @@ class ServiceLimits:
         return max(1, min(2, os.cpu_count() or 1))
 
 
-def serving_backend(backend: str = "auto", device: str = "auto") -> str:
+def serving_backend(backend: str = "auto", device: str = "auto", spec: ModelSpec | None = None) -> str:
     """The backend to serve with: ``auto`` is ``onnx`` when the model runs on the CPU and
-    onnx and onnxruntime are installed, else ``torch``; ``torch`` and ``onnx`` stay.
+    onnx and onnxruntime are installed, except for a model on the torch front end (``spec``,
+    see :func:`emovox.export.on_waveform`), else ``torch``; ``torch`` and ``onnx`` stay.
 
     With one thread per call, onnxruntime runs the log-mel cnn about 4x faster than eager
     torch (about 1.0 against 4.3 ms per 3 s clip here) and gives the same probabilities
-    to 1e-4.
+    to 1e-4. The bundled model's front end is faster in eager torch (125 against 111
+    requests/s in ``benchmarks/service.py``: onnxruntime's STFT op is slow at its frame sizes).
 
     Examples
     --------
@@ -127,7 +131,7 @@ def serving_backend(backend: str = "auto", device: str = "auto") -> str:
     """
     if backend != "auto":
         return backend
-    if resolve_device(device).type != "cpu":
+    if resolve_device(device).type != "cpu" or (spec is not None and on_waveform(spec)):
         return "torch"
     installed = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
     return "onnx" if installed else "torch"
