@@ -31,6 +31,7 @@ from emovox.voices import group_voices
 BATCH_WINDOWS = 64
 # the quality block counts speech with the energy gate: 1 ms per 3 s clip, where Silero takes 8
 QUALITY_VAD = VadConfig(method="energy")
+PREDICT_BATCH = 32  # inputs of one predict call decoded and featurised together (memory: their audio)
 LONG_INPUT_S = 120.0  # s: longer files are streamed and summarised over their speech segments
 MIN_ADAPT_SEGMENTS = 2  # a voice's segments before the timeline adapts to it (docs/benchmarks.md, "Adaptation")
 T = TypeVar("T")
@@ -163,7 +164,8 @@ class Predictor:
             raise ConfigError("this model does not adapt to a speaker", fix="drop the adaptation, or train with "
                               "train: adapt_prior (or speaker_norm)")
         groups = [0] * len(items) if adapt == "inputs" else None if adapt is None else list(adapt)
-        entries = [self._entry(item, sr) for item in items]  # features of each input: one at a time in memory
+        entries = [e for k in range(0, len(items), PREDICT_BATCH)
+                   for e in self._entries(items[k : k + PREDICT_BATCH], sr)]
         stats: list[Stats | None] = [None] * len(items)
         if groups is not None:
             pooled = {g: Stats.of([f for e, h in zip(entries, groups, strict=True) if h == g for f in e["feats"]])
@@ -172,26 +174,34 @@ class Predictor:
         owner = np.repeat(np.arange(len(entries)), [len(e["feats"]) for e in entries])
         scored = self.score([f for e in entries for f in e["feats"]], [s for e in entries for s in e["seconds"]],
                             stats=[stats[i] for i in owner] if groups is not None else None)
-        results = [_summarise([r for r, o in zip(scored, owner, strict=True) if o == k], e, self.labels)
-                   for k, e in enumerate(entries)]
+        bounds = np.cumsum([0] + [len(e["feats"]) for e in entries])
+        results = [_summarise(scored[a:b], e, self.labels)
+                   for a, b, e in zip(bounds[:-1], bounds[1:], entries, strict=True)]
         return results[0] if single else results
 
-    def _entry(self, item: Input, sr: int | None) -> dict:
-        """An input's features, each feature matrix's duration (s) and its quality block; a
-        long file streamed, one matrix per speech segment."""
+    def _entries(self, items: Sequence[Input], sr: int | None) -> list[dict]:
+        """Each input's features, each feature matrix's duration (s) and its quality block:
+        short inputs decoded and featurised together (the front end batches them), a long
+        file streamed, one matrix per speech segment; only these inputs' audio in memory."""
         rate = self.features.sample_rate
-        if isinstance(item, (str, Path)) and _header_seconds(item) > LONG_INPUT_S:
-            feats, seconds = [], []
+        long = [isinstance(item, (str, Path)) and _header_seconds(item) > LONG_INPUT_S for item in items]
+        signals = {k: self._signal(item, sr) for k, item in enumerate(items) if not long[k]}
+        feats = dict(zip(signals, self.extract(list(signals.values())), strict=True))
+        out = []
+        for k, item in enumerate(items):
+            if not long[k]:
+                y = signals[k]
+                out.append({"feats": [feats[k]], "seconds": [len(y) / rate], "duration_s": len(y) / rate,
+                            "quality": quality.assess(y, rate, vad=QUALITY_VAD)})
+                continue
+            segment_feats, seconds = [], []
             for segments in self._segment_batches(item, None, BATCH_WINDOWS):
-                feats += self.extract([s.audio for s in segments])
+                segment_feats += self.extract([s.audio for s in segments])
                 seconds += [s.end - s.start for s in segments]
-            speech = float(sum(seconds))
-            return {"feats": feats, "seconds": seconds, "duration_s": audio.duration(item),
-                    "summary": {"segments": len(feats), "speech_s": round(speech, 3),
-                                "method": "speech segments (VAD), probabilities averaged weighted by duration"}}
-        y = self._signal(item, sr)
-        return {"feats": self.extract([y]), "seconds": [len(y) / rate], "duration_s": len(y) / rate,
-                "quality": quality.assess(y, rate, vad=QUALITY_VAD)}
+            out.append({"feats": segment_feats, "seconds": seconds, "duration_s": audio.duration(item),
+                        "summary": {"segments": len(segment_feats), "speech_s": round(float(sum(seconds)), 3),
+                                    "method": "speech segments (VAD), probabilities averaged weighted by duration"}})
+        return out
 
     @property
     def can_adapt(self) -> bool:
