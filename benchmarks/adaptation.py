@@ -42,7 +42,7 @@ import torch
 
 from emovox.dataset import DEFAULT_CACHE, load_dataset, model_inputs
 from emovox.evaluate import scores
-from emovox.features import UTTERANCE_DIMS
+from emovox.features import vector_slices
 from emovox.frontend import clip_frames
 from emovox.normalize import Prior, Stats
 from emovox.predict import MIN_ADAPT_SEGMENTS, score_features
@@ -119,8 +119,7 @@ def main() -> None:
                       augment=s.train.augment, cache_dir=DEFAULT_CACHE)
     cfg, frames = for_features(s.train, s.features), clip_frames(s.features)
     parts = s.features.utterance
-    start = sum(UTTERANCE_DIMS[p] for p in parts[: parts.index("dvector")]) if "dvector" in parts else 0
-    dvec = slice(start, start + UTTERANCE_DIMS["dvector"])
+    dvec = vector_slices(parts)["dvector"]
     corpus = np.array([u.corpus for u in ds.utterances])
     priors = [float(k) for k in args.priors.split(",")]
     heads = {"single": model_inputs(ds, speaker_norm=False), "adapted": model_inputs(ds, speaker_norm=True)}

@@ -13,7 +13,7 @@ exports, with the classifier behind it, as one ONNX graph from waveform to proba
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -118,6 +118,19 @@ def pad(signals: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return wave, lengths
 
 
+def in_batches(signals: Sequence[np.ndarray], run: Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+               ) -> list[np.ndarray]:
+    """``run(wave, lengths) -> (B, F)`` over the signals :data:`BATCH` at a time, clips of
+    similar length together (little padding); one ``(F,)`` vector per signal, in order."""
+    order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
+    out: list[np.ndarray | None] = [None] * len(signals)
+    for k in range(0, len(order), BATCH):
+        idx = order[k : k + BATCH]
+        for i, v in zip(idx, run(*pad([signals[i] for i in idx])), strict=True):
+            out[i] = v
+    return out
+
+
 @torch.inference_mode()
 def encode(signals: Sequence[np.ndarray], parts: Sequence[str], *, speaker_encoder: str | None = None,
            trim_db: float | None = 30.0, device: str = "auto") -> list[np.ndarray]:
@@ -125,12 +138,4 @@ def encode(signals: Sequence[np.ndarray], parts: Sequence[str], *, speaker_encod
     the encoder :data:`BATCH` at a time, on ``device`` (``auto``: CUDA when there is one)."""
     encoder = load(tuple(parts), speaker_encoder, trim_db, str(resolve(device)))
     dev = next(encoder.buffers()).device
-    order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
-    out: list[np.ndarray | None] = [None] * len(signals)
-    for k in range(0, len(order), BATCH):
-        idx = order[k : k + BATCH]
-        wave, lengths = pad([signals[i] for i in idx])
-        vecs = encoder(wave.to(dev), lengths.to(dev)).float().cpu().numpy()
-        for i, v in zip(idx, vecs, strict=True):
-            out[i] = v
-    return out
+    return in_batches(signals, lambda wave, lengths: encoder(wave.to(dev), lengths.to(dev)).float().cpu().numpy())

@@ -47,35 +47,33 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     train = for_features(train, features)
     idx = np.arange(len(ds.y))
     fit_idx, val_idx = validation_split(idx, ds.speakers, fraction=train.val_fraction, seed=train.seed)
-    if train.adapt_prior is not None and speaker_norm:
+    adaptive = train.adapt_prior is not None
+    if adaptive and speaker_norm:
         raise ConfigError("adapt_prior trains a speaker-normalised head beside the single-clip one itself",
                           fix="turn speaker_norm off")
-    heads = {"single": False, "adapted": True} if train.adapt_prior is not None else {"model": speaker_norm}
-    metrics: dict = {"name": run_name(train, features, ds, speaker_norm=speaker_norm)}
-    trained = {}
+    heads = {"single": False, "adapted": True} if adaptive else {"model": speaker_norm}
+    trained, figures = {}, {}
     for head, normed in heads.items():
         feats, augmented = model_inputs(ds, speaker_norm=normed)
         result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
                      cfg=train, groups=ds.groups, augmented=augmented, progress=progress, description=head,
-                     checkpoint_dir=out if len(heads) == 1 else out / head)
+                     checkpoint_dir=out / head if adaptive else out)
         calibration = calibrate_and_measure(result.model, feats, ds.y, val_idx, val_idx, clip_frames(features))
         probs = score_features(result.model, [feats[i] for i in val_idx], clip_frames(features))
         trained[head] = result.model
-        metrics[head if len(heads) > 1 else "model"] = {
-            "validation": scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict(),
-            "calibration": calibration, "best_epoch": result.best_epoch, "history": result.history}
-    single = metrics.pop("model", None) or metrics["single"]  # the figures a clip of an unknown speaker gets
-    metrics |= {"validation": single["validation"], "calibration": single["calibration"],
-                "best_epoch": single["best_epoch"], "history": single["history"],
-                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "n_train": len(fit_idx),
-                "skipped": ds.skipped}
-    model = trained.get("model") or _adaptive(ds, trained, fit_idx, features, train)
+        figures[head] = {"validation": scores(ds.y[val_idx], probs.argmax(1), len(ds.labels)).to_dict(),
+                         "calibration": calibration, "best_epoch": result.best_epoch, "history": result.history}
+    # on top, the figures of the model, or of the single-clip head (what a clip of an unknown speaker gets)
+    metrics = {"name": run_name(train, features, ds, speaker_norm=speaker_norm), **next(iter(figures.values())),
+               "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "n_train": len(fit_idx),
+               "skipped": ds.skipped, **(figures if adaptive else {})}
+    model = _adaptive(ds, trained, fit_idx, features, train) if adaptive else trained["model"]
     metrics["ranks"] = {"world_size": distributed.world(), "weights_sha256": distributed.gather(_weights_digest(model))}
     if distributed.is_main():
         spec = model_spec(ds, features, train, model, speaker_norm=speaker_norm)
         models.save(out / "model.pt", model, spec=spec)
         write_json(out / "metrics.json", metrics)
-        for path in [out / "checkpoint.pt"] + [out / head / "checkpoint.pt" for head in heads]:
+        for path in [out / head / "checkpoint.pt" for head in heads] if adaptive else [out / "checkpoint.pt"]:
             path.unlink(missing_ok=True)
     distributed.barrier()
     return metrics

@@ -163,12 +163,7 @@ class OnnxEncoder:
         self.session = _session(encoder_onnx_bytes(spec), threads)
 
     def __call__(self, signals: list[np.ndarray]) -> list[np.ndarray]:
-        order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
-        out: list[np.ndarray | None] = [None] * len(signals)
-        for k in range(0, len(order), encoder.BATCH):
-            idx = order[k : k + encoder.BATCH]
-            wave, lengths = encoder.pad([signals[i] for i in idx])
-            vecs = self.session.run(None, {"waveform": wave.numpy(), "lengths": lengths.numpy()})[0]
-            for i, v in zip(idx, vecs, strict=True):
-                out[i] = v[:, None]
-        return out
+        def run(wave: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+            return self.session.run(None, {"waveform": wave.numpy(), "lengths": lengths.numpy()})[0]
+
+        return [v[:, None] for v in encoder.in_batches(signals, run)]

@@ -36,6 +36,21 @@ UTTERANCE_DIMS = {"egemaps": 88, "egemaps_rel": 83, "ge2e": 256, "ge2e_layers": 
                   "dvector": 256, "dvector_layers": 768, "voice": 83}
 
 
+def vector_slices(parts: tuple[str, ...]) -> dict[str, slice]:
+    """Where each utterance vector named in ``parts`` lies in their stacked column.
+
+    Examples
+    --------
+    >>> vector_slices(("egemaps_rel", "ge2e"))["ge2e"]
+    slice(83, 339, None)
+    """
+    out, start = {}, 0
+    for part in parts:
+        out[part] = slice(start, start + UTTERANCE_DIMS[part])
+        start += UTTERANCE_DIMS[part]
+    return out
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """How audio becomes a feature matrix ``(n_features, n_frames)``.

@@ -81,10 +81,7 @@ class Prior:
     @classmethod
     def of(cls, feats: Sequence[np.ndarray], speakers: Sequence[Hashable], *, frames: float) -> Prior:
         """The prior of the speakers of a training set (``speakers`` aligned with ``feats``)."""
-        groups: dict[Hashable, list[np.ndarray]] = {}
-        for f, s in zip(feats, speakers, strict=True):
-            groups.setdefault(s, []).append(f)
-        moments = [Stats.of(fs).moments() for fs in groups.values()]
+        moments = [Stats.of([feats[i] for i in idx]).moments() for idx in _by_speaker(speakers).values()]
         return cls(np.mean([m for m, _ in moments], axis=0), np.sqrt(np.mean([sd**2 for _, sd in moments], axis=0)),
                    float(frames))
 
@@ -106,12 +103,17 @@ def by_speaker(feats: Sequence[np.ndarray], speakers: Sequence[Hashable | None],
     if any(s is None for s in speakers):
         raise CorpusError("speaker normalisation needs a speaker for every file",
                           fix="add speakers (CSV column or label/speaker/ folders) or turn speaker_norm off")
-    groups: dict[Hashable, list[int]] = {}
-    for i, s in enumerate(speakers):
-        groups.setdefault(s, []).append(i)
     out: list[np.ndarray] = list(feats)
-    for idx in groups.values():
+    for idx in _by_speaker(speakers).values():
         stats = Stats.of([feats[i] for i in idx])
         for i in idx:
             out[i] = stats.apply(feats[i])
     return out
+
+
+def _by_speaker(speakers: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+    """The indices of each speaker's items, in order."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, s in enumerate(speakers):
+        groups.setdefault(s, []).append(i)
+    return groups

@@ -21,7 +21,7 @@ from emovox.device import check as check_device
 from emovox.device import of as device_of
 from emovox.device import to_device
 from emovox.errors import AudioError, ConfigError
-from emovox.features import UTTERANCE_DIMS, FeatureConfig, windows
+from emovox.features import FeatureConfig, vector_slices, windows
 from emovox.frontend import extract_batch
 from emovox.models import ModelSpec
 from emovox.normalize import Prior, Stats
@@ -250,18 +250,20 @@ class Predictor:
         forward pass; ``seconds`` are the clips' durations. ``stats`` adapts a model that can
         adapt: one speaker's statistics for all, or a list aligned with ``feats`` (``None``
         items: unadapted). The service batches requests so."""
+        given = stats if stats is not None else self.speaker_stats_
+        per_item = list(given) if isinstance(given, (list, tuple)) else [given] * len(feats)
         if self.adapted_model is not None:
-            return self._score_two_heads(list(feats), seconds, stats if stats is not None else self.speaker_stats_)
+            return self._score_two_heads(list(feats), seconds, per_item)
         if self.speaker_norm:
-            feats = self._normalise(list(feats), stats if stats is not None else self.speaker_stats_)
+            feats = self._normalise(list(feats), per_item)
         probs = score_features(self.model, feats, self.n_frames)
         return [self._result(p, s) for p, s in zip(probs, seconds, strict=True)]
 
     def _score_two_heads(self, feats: list[np.ndarray], seconds: Sequence[float],
-                         stats: Stats | Sequence[Stats | None] | None) -> list[dict]:
+                         per_item: list[Stats | None]) -> list[dict]:
         """:meth:`score` for an :class:`~emovox.models.Adaptive` model: inputs with statistics
-        through the adapted head, the others through the single-clip head."""
-        per_item = list(stats) if isinstance(stats, (list, tuple)) else [stats] * len(feats)
+        (``per_item``, aligned with ``feats``) through the adapted head, the others through
+        the single-clip head."""
         probs = np.zeros((len(feats), len(self.labels)))
         alone = [i for i, s in enumerate(per_item) if s is None]
         adapted = [i for i, s in enumerate(per_item) if s is not None]
@@ -272,11 +274,10 @@ class Predictor:
             probs[adapted] = score_features(self.adapted_model, x, self.n_frames)
         return [self._result(p, s) for p, s in zip(probs, seconds, strict=True)]
 
-    def _normalise(self, feats: list[np.ndarray], stats: Stats | Sequence[Stats | None] | None) -> list[np.ndarray]:
-        """Speaker-normalise with ``stats`` (one, or one per input); inputs without them are
-        each taken for a speaker of their own (frames), or all together for one speaker
+    def _normalise(self, feats: list[np.ndarray], per_item: list[Stats | None]) -> list[np.ndarray]:
+        """Speaker-normalise with each input's statistics (``per_item``); inputs without them
+        are each taken for a speaker of their own (frames), or all together for one speaker
         (utterance vectors, one frame each)."""
-        per_item = list(stats) if isinstance(stats, (list, tuple)) else [stats] * len(feats)
         out = [None if s is None else s.apply(f) for f, s in zip(feats, per_item, strict=True)]
         bare = [i for i, f in enumerate(out) if f is None]
         if bare:
@@ -346,8 +347,7 @@ class Predictor:
         parts = self._parts()
         if "dvector" not in parts or not len(feats):
             return None
-        start = sum(UTTERANCE_DIMS[p] for p in parts[: parts.index("dvector")])
-        span = slice(start, start + UTTERANCE_DIMS["dvector"])
+        span = vector_slices(parts)["dvector"]
         e = np.stack([f[span, 0] for f in feats]).astype(np.float64)
         return e if self.prior is None else e - self.prior.mean[span]
 

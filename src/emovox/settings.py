@@ -9,7 +9,7 @@ from pathlib import Path
 from emovox import labels as labelmod
 from emovox.config import from_dict, load_file, to_dict
 from emovox.errors import ConfigError
-from emovox.features import UTTERANCE_DIMS, FeatureConfig
+from emovox.features import FeatureConfig, vector_slices
 from emovox.train import TrainConfig
 
 # The default recipe, chosen by leave-one-corpus-out accuracy (docs/benchmarks.md): a kernel
@@ -188,10 +188,7 @@ def _view_slices(parts: tuple[str, ...], views: list | None, *, source: str) -> 
     slice; by default, each of :data:`KERNEL_VIEWS` whose vectors are all present (else
     the whole vector).
     """
-    bounds, start = {}, 0
-    for part in parts:
-        bounds[part] = (start, start + UTTERANCE_DIMS[part])
-        start += UTTERANCE_DIMS[part]
+    bounds = {part: (span.start, span.stop) for part, span in vector_slices(parts).items()}
     if views is None:
         views = [v for v in KERNEL_VIEWS if set(v) <= set(parts)] or [list(parts)]
     out = []
