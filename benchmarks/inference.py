@@ -97,6 +97,58 @@ def clip_latency(model: str | None, clip: np.ndarray, sr: int, repeats: int = 20
     torch.set_num_threads(os.cpu_count() or 1)
 
 
+def front_end_parts(clip: np.ndarray, repeats: int = 15) -> None:
+    """CPU milliseconds of each part of the torch front end on one 16 kHz clip, one thread:
+    trimming, the ``voice`` descriptors, the d-vectors over 0.8 s and 1.6 s pieces, the
+    quality block with either VAD, and the d-vectors' STFT in torch against onnxruntime's
+    ``STFT`` op (what :meth:`emovox.ge2e.DVectors._power` avoids in exported graphs)."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    from emovox import ge2e, quality
+    from emovox.encoder import Trim
+    from emovox.segment import VadConfig
+    from emovox.voice import VoiceFeatures
+
+    torch.set_num_threads(1)
+    wave, lengths = torch.from_numpy(clip)[None], torch.tensor([len(clip)])
+    dvectors, voice, trim = ge2e.DVectors().eval(), VoiceFeatures().eval(), Trim(30.0)
+
+    def pieces(frames: int):
+        def run():
+            ge2e.PIECE_FRAMES, before = frames, ge2e.PIECE_FRAMES
+            try:
+                dvectors(wave, lengths)
+            finally:
+                ge2e.PIECE_FRAMES = before
+        return run
+
+    stft = torch.nn.Module()
+    stft.forward = lambda y: torch.stft(y, ge2e.N_FFT, ge2e.HOP, ge2e.N_FFT, window=dvectors.window, center=True,
+                                        pad_mode="constant", return_complex=False)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(stft, (wave,), buf, input_names=["y"], dynamic_axes={"y": {1: "n"}}, opset_version=17,
+                          dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    parts = {"trim": lambda: trim(wave, lengths), "voice descriptors": lambda: voice(wave, lengths),
+             "d-vectors, 0.8 s pieces (shipped)": pieces(80), "d-vectors, 1.6 s pieces": pieces(160),
+             "quality block, energy VAD (shipped)": lambda: quality.assess(clip, 16000, vad=VadConfig(method="energy")),
+             "quality block, Silero VAD": lambda: quality.assess(clip, 16000),
+             "d-vectors' STFT (n_fft 400), torch": lambda: stft(wave),
+             "d-vectors' STFT (n_fft 400), onnxruntime STFT op": lambda: session.run(None, {"y": wave.numpy()})}
+    print(f"\n| part of the front end, one {len(clip) / 16000:.0f} s clip, 1 thread | CPU (ms) |\n|---|---|")
+    with torch.inference_mode():
+        for name, fn in parts.items():
+            print(f"| {name} | {_timed(fn, repeats)[1]:.1f} |", flush=True)
+
+
 LONG_PREDICT = """
 import resource, sys, time
 from emovox.predict import Predictor
@@ -135,6 +187,7 @@ def main() -> None:
     files = sorted(glob.glob(os.path.join(args.data, "**", "*.flac"), recursive=True))
     speech = np.concatenate([audio.load(f, sr=16000) for f in files[:3]])
     clip_latency(args.model, speech[: 3 * 16000], 16000)
+    front_end_parts(speech[: 3 * 16000])
     with tempfile.TemporaryDirectory() as tmp:
         path, short = os.path.join(tmp, "long.flac"), os.path.join(tmp, "short.flac")
         seconds = make_recording(path, files, args.minutes)

@@ -129,9 +129,9 @@ class DVectors(nn.Module):
     to :data:`TARGET_DBFS` (up or down: the vectors do not move with the recording level),
     its power mel frames are cut into back-to-back 0.8 s pieces (the last one shorter), not
     overlapping 1.6 s ones, so the LSTM runs once over each frame, in half as many steps as
-    1.6 s pieces would take (on one core, a 3 s clip costs 7 ms instead of 12); the d-vector is the normalised,
-    length-weighted mean of the pieces' embeddings, and the layer means are the mean of
-    each LSTM layer's output over all frames of the clip. Row ``b`` depends on
+    1.6 s pieces would take (a 3 s clip: 8 ms of one core instead of 12, benchmarks/inference.py);
+    the d-vector is the normalised, length-weighted mean of the pieces' embeddings, and the
+    layer means are the mean of each LSTM layer's output over all frames of the clip. Row ``b`` depends on
     ``wave[b, :lengths[b]]`` only (frames past a clip's end are masked; an LSTM never looks
     ahead), the code is pure tensor code (it runs on any device and exports to ONNX).
     """
@@ -144,7 +144,7 @@ class DVectors(nn.Module):
         self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
         # the same STFT as a strided convolution with the windowed DFT basis, for ONNX graphs:
-        # onnxruntime's STFT op takes 10 ms for a 3 s clip at this size (not a power of two), this 2
+        # onnxruntime's STFT op takes 10 ms for a 3 s clip at this size (not a power of two, benchmarks/inference.py)
         k = np.arange(N_FFT // 2 + 1)[:, None] * np.arange(N_FFT)[None, :] * (2 * np.pi / N_FFT)
         basis = np.concatenate([np.cos(k), -np.sin(k)]) * self.window.double().numpy()
         self.register_buffer("dft", torch.from_numpy(basis).float()[:, None, :], persistent=False)
