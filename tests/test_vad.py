@@ -1,7 +1,11 @@
 import numpy as np
+import pytest
 import soundfile as sf
+import soxr
 import torch
 
+from emovox.errors import ConfigError
+from emovox.segment import VadConfig, speech_segments
 from emovox.vad import SILERO_FRAME, SILERO_SR, EnergyDetector, SileroDetector, _silero_weights
 
 from .test_segment import HELLO
@@ -27,9 +31,85 @@ def test_silero_probabilities_match_its_streaming_model_whatever_the_blocks():
 
 
 def test_silero_decisions_hold_through_a_dip():
-    det = SileroDetector(SILERO_SR, threshold=0.5)
-    assert det._decide(np.array([0.2, 0.45, 0.6, 0.4, 0.3, 0.6])).tolist() == [False, False, True, True,
-                                                                                False, True]
+    det = SileroDetector(SILERO_SR, threshold=0.5, gate_db=0.0)
+    probs = np.array([0.2, 0.45, 0.6, 0.4, 0.3, 0.6])
+    assert det._decide(probs, np.ones(6)).tolist() == [False, False, True, True, False, True]
+
+
+def _babble(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Six talkers at once (the example sentence at six speeds and pitches, each looped from a
+    random point), unit power."""
+    y, _ = sf.read(HELLO, dtype="float32")
+    x = np.zeros(n)
+    for rate in np.linspace(0.75, 1.35, 6):
+        v = soxr.resample(y, SILERO_SR, SILERO_SR * rate)
+        x += np.roll(np.tile(v, n // len(v) + 1)[:n], rng.integers(len(v)))
+    return x / np.sqrt(np.mean(x**2))
+
+
+def _talk(quiet_s: float = 3.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The example sentence twice between pauses of ``quiet_s``, and where it is (s)."""
+    y, _ = sf.read(HELLO, dtype="float32")
+    pause = np.zeros(int(quiet_s * SILERO_SR), np.float32)
+    n = len(y) / SILERO_SR
+    said = [(quiet_s, quiet_s + n), (2 * quiet_s + n, 2 * (quiet_s + n))]
+    return np.concatenate([pause, y, pause, y, pause]), said
+
+
+def _segments(x: np.ndarray, **vad) -> list[tuple[float, float]]:
+    blocks = (x[i : i + 8000] for i in range(0, len(x), 8000))
+    return [(s.start, s.end) for s in speech_segments(blocks, SILERO_SR, VadConfig(**vad))]
+
+
+def test_level_gate_drops_the_babble_in_the_pauses_and_keeps_the_talker():
+    talk, said = _talk()
+    speech = np.zeros(len(talk), bool)
+    for a, b in said:
+        speech[int(a * SILERO_SR) : int(b * SILERO_SR)] = True
+    noise = _babble(len(talk), np.random.default_rng(0)) * np.sqrt(np.mean(talk[speech] ** 2) / 10)  # 10 dB SNR
+    x = (talk + noise).astype(np.float32)
+    # without the gate, Silero hears the crowd as speech: one stretch of speech, pauses and all
+    assert sum(b - a for a, b in _segments(x, gate_db=0.0)) > 0.8 * len(x) / SILERO_SR
+    # with it (the default), both sentences are found, and once the floor has settled (the
+    # first pause: it is estimated from what came before) nothing in the pauses is
+    segs = _segments(x)
+    for a, b in said:
+        assert sum(min(e, b) - max(s, a) for s, e in segs if s < b and e > a) > 0.8 * (b - a), segs
+    settled = said[0][1] + 0.5
+    assert not any(e > settled and not any(s < b and e > a for a, b in said) for s, e in segs), segs
+    # frame by frame: the frames Silero calls speech in the talker alone are kept, and past
+    # the first pause, little else
+    alone = SileroDetector(SILERO_SR, threshold=0.5, gate_db=0.0)(talk)
+    gated = SileroDetector(SILERO_SR, threshold=0.5)(x)
+    later = np.arange(len(gated)) * SILERO_FRAME > said[0][0] * SILERO_SR
+    assert gated[alone].mean() > 0.85 and gated[~alone & later].mean() < 0.1
+
+
+@pytest.mark.parametrize("level_db", [-50.0, -30.0])
+def test_level_gate_leaves_speech_in_silence_or_steady_noise_alone(level_db):
+    talk, _ = _talk(quiet_s=1.0)
+    rng = np.random.default_rng(1)
+    for floor_db in (-90.0, level_db - 15.0):  # near silence; white noise 15 dB under the speech
+        x = (talk * 10 ** (level_db / 20) / np.sqrt(np.mean(talk**2))
+             + 10 ** (floor_db / 20) * rng.standard_normal(len(talk))).astype(np.float32)
+        plain = SileroDetector(SILERO_SR, threshold=0.5, gate_db=0.0)(x)
+        gated = SileroDetector(SILERO_SR, threshold=0.5)(x)
+        assert plain.sum() > 100 and gated.tolist() == plain.tolist()
+
+
+def test_level_gate_decisions_do_not_depend_on_the_blocks():
+    talk, _ = _talk(quiet_s=2.0)
+    x = (talk + 0.01 * _babble(len(talk), np.random.default_rng(2))).astype(np.float32)
+    whole = SileroDetector(SILERO_SR, threshold=0.5)(x)
+    for size in (777, 5000):
+        det = SileroDetector(SILERO_SR, threshold=0.5)
+        got = np.concatenate([det(x[i : i + size]) for i in range(0, len(x), size)])
+        assert got.tolist() == whole.tolist()
+
+
+def test_level_gate_must_be_a_level_over_the_background():
+    with pytest.raises(ConfigError):
+        SileroDetector(SILERO_SR, threshold=0.5, gate_db=-3.0)
 
 
 def test_energy_detector_carries_partial_frames():

@@ -15,7 +15,7 @@ from itertools import chain
 import numpy as np
 
 from emovox.errors import ConfigError
-from emovox.vad import EnergyDetector, SileroDetector, frame_db
+from emovox.vad import GATE_DB, EnergyDetector, SileroDetector, frame_db
 
 VAD_METHODS = ("silero", "energy")
 
@@ -33,6 +33,9 @@ class VadConfig:
         (a level gate on ``frame_s`` frames).
     threshold : float
         Silero: a frame is speech when its speech probability reaches this (0-1).
+    gate_db : float
+        Silero: where the background is itself speech (babble), a frame also needs a level
+        this many dB over the background's (:class:`emovox.vad.SileroDetector`); 0: off.
     frame_s : float
         Energy: analysis frame length in seconds.
     threshold_db : float
@@ -47,6 +50,7 @@ class VadConfig:
 
     method: str = "silero"
     threshold: float = 0.5
+    gate_db: float = GATE_DB
     frame_s: float = 0.03
     threshold_db: float = -45.0
     min_speech_s: float = 0.3
@@ -66,7 +70,7 @@ class VadConfig:
 def detector(sr: int, cfg: VadConfig) -> EnergyDetector | SileroDetector:
     """A fresh frame-level speech detector for one stream at ``sr`` Hz, as ``cfg`` says."""
     if cfg.method == "silero":
-        return SileroDetector(sr, threshold=cfg.threshold)
+        return SileroDetector(sr, threshold=cfg.threshold, gate_db=cfg.gate_db)
     return EnergyDetector(sr, frame_s=cfg.frame_s, threshold_db=cfg.threshold_db)
 
 

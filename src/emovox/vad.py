@@ -9,6 +9,15 @@ wheel; we read its 16 kHz weights from there without importing the package (whos
 thread count) and run the network in torch: the convolutional encoder over every frame of
 a block at once, then the LSTM over the block's frames in one call, which gives the same
 probabilities as its streaming model one frame at a time at a fraction of the cost.
+
+Silero hears background talkers (babble) as speech too. Its decisions are therefore gated
+by level: a frame stays speech only while its level (160 ms mean power) is ``gate_db`` over
+the background floor (the 10th percentile of the frame levels of the last 20 s), and that
+gate applies in proportion to how much the background itself is speech to Silero (its mean
+probability over the frames at or under the floor, from ``threshold - RELEASE``, no gate, to
+``threshold``, the whole gate). Over white or pink noise, or silence, the background is
+not speech and Silero decides alone; over babble the foreground talker, louder than the
+crowd behind, is kept and the crowd in the pauses is not.
 """
 
 from __future__ import annotations
@@ -39,6 +48,11 @@ JIT_NAMES = {
 STFT_HOP = 128  # samples; the encoder's learned STFT
 HIDDEN = 128  # LSTM width
 RELEASE = 0.15  # Silero: once in speech, a frame stays speech down to threshold - RELEASE (its own rule)
+GATE_DB = 6.0  # dB over the background floor a frame's level needs where the background is speech
+LEVEL_WINDOW_S = 20.0  # s of past frames the background floor is estimated over
+FLOOR_PERCENTILE = 10.0  # the floor: this percentile of the window's frame levels; frames under it are background
+LEVEL_SMOOTH = 5  # frames (160 ms) whose mean power is a frame's level
+GATE_UPDATE = 8  # frames (256 ms) between estimates of the floor, the first after as many
 
 
 def frame_db(y: np.ndarray, frame: int) -> np.ndarray:
@@ -81,7 +95,8 @@ class EnergyDetector:
 
 class SileroDetector:
     """Speech where Silero VAD's probability for a 32 ms frame reaches ``threshold``, and
-    on while it stays above ``threshold - RELEASE``.
+    on while it stays above ``threshold - RELEASE``; where the background is itself speech
+    (babble), only frames ``gate_db`` over its level (see the module's docstring).
 
     Streams at another rate than 16 kHz are resampled on the way in (soxr keeps the filter
     state between blocks); a decision then covers 32 ms of the stream, a fractional number
@@ -93,6 +108,9 @@ class SileroDetector:
         Sample rate of the stream in Hz.
     threshold : float
         Speech probability in [0, 1] from which a frame is speech.
+    gate_db : float
+        Level in dB over the background floor that a frame needs where the background is
+        speech to Silero; 0 turns the level gate off (Silero's decisions as they are).
 
     Examples
     --------
@@ -101,36 +119,83 @@ class SileroDetector:
     (31,)
     """
 
-    def __init__(self, sr: int, *, threshold: float):
+    def __init__(self, sr: int, *, threshold: float, gate_db: float = GATE_DB):
+        if gate_db < 0:
+            raise ConfigError(f"the level gate is a level in dB over the background, >= 0, got {gate_db}")
         self.net = _silero_net()
         self.hop = Fraction(SILERO_FRAME * sr, SILERO_SR)
         self.threshold = threshold
+        self.gate_db = gate_db
         self._resampler = None if sr == SILERO_SR else soxr.ResampleStream(sr, SILERO_SR, 1, dtype="float32")
         self._rest = np.zeros(0, dtype=np.float32)
         self._context = np.zeros(SILERO_CONTEXT, dtype=np.float32)
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None
         self._speaking = False
+        self._window = int(LEVEL_WINDOW_S * SILERO_SR / SILERO_FRAME)  # frames
+        self._levels = np.zeros(0)  # dB, the last frames' levels (up to a window)
+        self._probs = np.zeros(0)  # and their speech probabilities
+        self._powers = np.zeros(0)  # the last LEVEL_SMOOTH - 1 frames' mean power
+        self._heard = 0  # frames so far
+        self._bar = -np.inf  # dB: the level a frame needs now
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         """Decisions (bool) for the 32 ms frames this block completes."""
-        return self._decide(self.probabilities(block))
+        return self._decide(*self._step(block))
 
     def flush(self) -> np.ndarray:
         """Decisions for the frames the resampler still held at the stream's end."""
         if self._resampler is None:
             return np.zeros(0, dtype=bool)
-        return self._decide(self.probabilities(np.zeros(0, dtype=np.float32), last=True))
+        return self._decide(*self._step(np.zeros(0, dtype=np.float32), last=True))
 
-    def _decide(self, probs: np.ndarray) -> np.ndarray:
+    def _decide(self, probs: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """Silero's decisions (with its release) for frames of these probabilities and mean
+        powers, where the level gate lets them through."""
+        loud = self._loud(probs, power) if self.gate_db > 0 else np.ones(len(probs), dtype=bool)
         out = np.zeros(len(probs), dtype=bool)
         for i, p in enumerate(probs):
             self._speaking = bool(p >= (self.threshold - RELEASE if self._speaking else self.threshold))
-            out[i] = self._speaking
+            out[i] = self._speaking and loud[i]
         return out
 
-    @torch.inference_mode()
+    def _loud(self, probs: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """Whether each frame's level is over the bar: the background floor, plus ``gate_db``
+        in proportion to how much the background is speech to Silero (re-estimated every
+        GATE_UPDATE frames from the frames heard so far, so blocks do not matter)."""
+        # level: mean power of the frame and the LEVEL_SMOOTH - 1 before it (fewer at the start)
+        powers = np.concatenate([self._powers, power])
+        sums = np.concatenate([[0.0], np.cumsum(powers)])
+        end = np.arange(len(self._powers), len(powers)) + 1
+        start = np.maximum(end - LEVEL_SMOOTH, 0)
+        smooth = 10.0 * np.log10(np.maximum((sums[end] - sums[start]) / (end - start), 1e-12))
+        self._powers = powers[len(powers) - LEVEL_SMOOTH + 1 :]
+        # the floor over the window: each frame's own level, unsmoothed
+        levels = np.concatenate([self._levels, 10.0 * np.log10(np.maximum(power, 1e-12))])
+        heard = np.concatenate([self._probs, probs])
+        first = len(self._levels)  # index in levels of this call's first frame
+        bars = np.empty(len(probs))
+        bar, done = self._bar, 0
+        heard_before = self._heard + np.arange(len(probs))  # frames heard before each one
+        for j in np.flatnonzero((heard_before > 0) & (heard_before % GATE_UPDATE == 0)):
+            bars[done:j], done = bar, j
+            a = max(0, first + j - self._window)
+            k = int(FLOOR_PERCENTILE / 100 * (first + j - a))  # the floor is the k-th lowest level
+            quiet = a + np.argpartition(levels[a : first + j], k)[: k + 1]  # frames at or under it
+            floor, background = levels[quiet].max(), heard[quiet].mean()
+            share = np.clip((background - self.threshold + RELEASE) / RELEASE, 0.0, 1.0)
+            bar = floor + self.gate_db * share
+        bars[done:] = bar
+        self._bar, self._heard = bar, self._heard + len(probs)
+        self._levels, self._probs = levels[-self._window :], heard[-self._window :]
+        return smooth > bars
+
     def probabilities(self, block: np.ndarray, *, last: bool = False) -> np.ndarray:
         """Speech probability of each 32 ms frame this block completes (state carried on)."""
+        return self._step(block, last=last)[0]
+
+    @torch.inference_mode()
+    def _step(self, block: np.ndarray, *, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Speech probability and mean power (at 16 kHz) of each 32 ms frame this block completes."""
         y = block.astype(np.float32, copy=False)
         if self._resampler is not None:
             y = self._resampler.resample_chunk(y, last=last)
@@ -138,13 +203,13 @@ class SileroDetector:
         n = len(y) // SILERO_FRAME
         self._rest = y[n * SILERO_FRAME :]
         if n == 0:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.float32), np.zeros(0)
         frames = y[: n * SILERO_FRAME].reshape(n, SILERO_FRAME)
         context = np.concatenate([self._context[None], frames[:-1, -SILERO_CONTEXT:]])
         self._context = frames[-1, -SILERO_CONTEXT:].copy()
         x = torch.from_numpy(np.concatenate([context, frames], axis=1))
         probs, self._state = self.net(x, self._state)
-        return probs.numpy()
+        return probs.numpy(), np.mean(frames.astype(np.float64) ** 2, axis=1)
 
 
 class _SileroNet(torch.nn.Module):
