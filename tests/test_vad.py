@@ -107,6 +107,16 @@ def test_level_gate_decisions_do_not_depend_on_the_blocks():
         assert got.tolist() == whole.tolist()
 
 
+@pytest.mark.parametrize("sr", [SILERO_SR, 44100])
+def test_level_gate_decides_every_frame_of_a_stream_shorter_than_its_first_second(sr):
+    y = soxr.resample(_talk(quiet_s=0.1)[0][: SILERO_SR // 2], SILERO_SR, sr)  # half a second
+    det = SileroDetector(sr, threshold=0.5)
+    held, rest = det(y), det.flush()
+    assert len(held) == 0  # the first second's decisions wait for it, or for the end
+    plain = SileroDetector(sr, threshold=0.5, gate_db=0.0)
+    assert len(rest) == len(np.concatenate([plain(y), plain.flush()]))
+
+
 def test_level_gate_must_be_a_level_over_the_background():
     with pytest.raises(ConfigError):
         SileroDetector(SILERO_SR, threshold=0.5, gate_db=-3.0)

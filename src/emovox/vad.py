@@ -15,7 +15,9 @@ by level: a frame stays speech only while its level (160 ms mean power) is ``gat
 the background floor (the 10th percentile of the frame levels of the last 20 s), and that
 gate applies in proportion to how much the background itself is speech to Silero (its mean
 probability over the frames at or under the floor, from ``threshold - RELEASE``, no gate, to
-``threshold``, the whole gate). Over white or pink noise, or silence, the background is
+``threshold``, the whole gate). The floor is estimated from past frames only, so decisions
+come as the frames do, but for the stream's first second: its decisions wait for its end, to
+be taken with a floor estimated from all of it. Over white or pink noise, or silence, the background is
 not speech and Silero decides alone; over babble the foreground talker, louder than the
 crowd behind, is kept and the crowd in the pauses is not.
 """
@@ -52,7 +54,8 @@ GATE_DB = 6.0  # dB over the background floor a frame's level needs where the ba
 LEVEL_WINDOW_S = 20.0  # s of past frames the background floor is estimated over
 FLOOR_PERCENTILE = 10.0  # the floor: this percentile of the window's frame levels; frames under it are background
 LEVEL_SMOOTH = 5  # frames (160 ms) whose mean power is a frame's level
-GATE_UPDATE = 8  # frames (256 ms) between estimates of the floor, the first after as many
+GATE_UPDATE = 8  # frames (256 ms) between estimates of the floor
+GATE_FIRST = 32  # frames (~1 s): their decisions wait for all of them, the floor's first estimate
 
 
 def frame_db(y: np.ndarray, frame: int) -> np.ndarray:
@@ -137,16 +140,31 @@ class SileroDetector:
         self._powers = np.zeros(0)  # the last LEVEL_SMOOTH - 1 frames' mean power
         self._heard = 0  # frames so far
         self._bar = -np.inf  # dB: the level a frame needs now
+        self._first = (np.zeros(0, dtype=np.float32), np.zeros(0)) if gate_db > 0 else None  # held frames
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        """Decisions (bool) for the 32 ms frames this block completes."""
-        return self._decide(*self._step(block))
+        """Decisions (bool) for the 32 ms frames this block completes (with the level gate,
+        those of the stream's first GATE_FIRST frames once they are all there)."""
+        return self._decide(*self._held(*self._step(block)))
 
     def flush(self) -> np.ndarray:
-        """Decisions for the frames the resampler still held at the stream's end."""
-        if self._resampler is None:
-            return np.zeros(0, dtype=bool)
-        return self._decide(*self._step(np.zeros(0, dtype=np.float32), last=True))
+        """Decisions for the frames still held at the stream's end (by the resampler, or the
+        level gate's first ones on a stream shorter than those)."""
+        probs, power = np.zeros(0, dtype=np.float32), np.zeros(0)
+        if self._resampler is not None:
+            probs, power = self._step(probs, last=True)
+        return self._decide(*self._held(probs, power, last=True))
+
+    def _held(self, probs: np.ndarray, power: np.ndarray, *, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The frames to decide now: none until the level gate has its first GATE_FIRST."""
+        if self._first is None:
+            return probs, power
+        probs, power = np.concatenate([self._first[0], probs]), np.concatenate([self._first[1], power])
+        if len(probs) < GATE_FIRST and not last:
+            self._first = (probs, power)
+            return np.zeros(0, dtype=np.float32), np.zeros(0)
+        self._first = None
+        return probs, power
 
     def _decide(self, probs: np.ndarray, power: np.ndarray) -> np.ndarray:
         """Silero's decisions (with its release) for frames of these probabilities and mean
@@ -176,18 +194,24 @@ class SileroDetector:
         bars = np.empty(len(probs))
         bar, done = self._bar, 0
         heard_before = self._heard + np.arange(len(probs))  # frames heard before each one
-        for j in np.flatnonzero((heard_before > 0) & (heard_before % GATE_UPDATE == 0)):
+        if self._heard == 0 and len(probs):  # the first frames (all here): a floor from them all
+            bar = self._floor(levels[:GATE_FIRST], heard[:GATE_FIRST])
+        for j in np.flatnonzero((heard_before >= GATE_FIRST) & (heard_before % GATE_UPDATE == 0)):
             bars[done:j], done = bar, j
             a = max(0, first + j - self._window)
-            k = int(FLOOR_PERCENTILE / 100 * (first + j - a))  # the floor is the k-th lowest level
-            quiet = a + np.argpartition(levels[a : first + j], k)[: k + 1]  # frames at or under it
-            floor, background = levels[quiet].max(), heard[quiet].mean()
-            share = np.clip((background - self.threshold + RELEASE) / RELEASE, 0.0, 1.0)
-            bar = floor + self.gate_db * share
+            bar = self._floor(levels[a : first + j], heard[a : first + j])
         bars[done:] = bar
         self._bar, self._heard = bar, self._heard + len(probs)
         self._levels, self._probs = levels[-self._window :], heard[-self._window :]
         return smooth > bars
+
+    def _floor(self, levels: np.ndarray, probs: np.ndarray) -> float:
+        """The level (dB) a frame needs after these: their floor (FLOOR_PERCENTILE), plus
+        ``gate_db`` times the share of it that is speech to Silero."""
+        k = int(FLOOR_PERCENTILE / 100 * len(levels))  # the floor is the k-th lowest level
+        quiet = np.argpartition(levels, k)[: k + 1]  # the frames at or under it
+        share = np.clip((probs[quiet].mean() - self.threshold + RELEASE) / RELEASE, 0.0, 1.0)
+        return float(levels[quiet].max() + self.gate_db * share)
 
     def probabilities(self, block: np.ndarray, *, last: bool = False) -> np.ndarray:
         """Speech probability of each 32 ms frame this block completes (state carried on)."""
