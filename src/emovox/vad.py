@@ -2,7 +2,8 @@
 
 A detector is fed consecutive blocks of a mono stream and answers, for every analysis
 frame completed so far, whether it holds speech. Each keeps less than one frame of audio
-and (Silero) its recurrent state, so memory stays flat on recordings of any length.
+and (Silero) its recurrent state and the levels of its last 20 s of frames, so memory stays
+flat on recordings of any length.
 
 Silero VAD (MIT, github.com/snakers4/silero-vad) ships its model in the ``silero-vad``
 wheel; we read its 16 kHz weights from there without importing the package (whose import sets torch's
@@ -16,10 +17,10 @@ the background floor (the 10th percentile of the frame levels of the last 20 s),
 gate applies in proportion to how much the background itself is speech to Silero (its mean
 probability over the frames at or under the floor, from ``threshold - RELEASE``, no gate, to
 ``threshold``, the whole gate). The floor is estimated from past frames only, so decisions
-come as the frames do, but for the stream's first second: its decisions wait for its end, to
-be taken with a floor estimated from all of it. Over white or pink noise, or silence, the background is
-not speech and Silero decides alone; over babble the foreground talker, louder than the
-crowd behind, is kept and the crowd in the pauses is not.
+come as the frames do, but for the stream's first second: its decisions wait for its end,
+to be taken with a floor estimated from all of it. Over white or pink noise, or silence,
+the background is not speech and Silero decides alone; over babble the foreground talker,
+louder than the crowd behind, is kept and the crowd in the pauses is not.
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ class SileroDetector:
     Examples
     --------
     >>> det = SileroDetector(16000, threshold=0.5)
-    >>> det(np.zeros(16000, np.float32)).shape  # one second: 31 whole frames
-    (31,)
+    >>> det(np.zeros(32000, np.float32)).shape  # two seconds: 62 whole frames
+    (62,)
+    >>> SileroDetector(16000, threshold=0.5)(np.zeros(16000, np.float32)).shape  # the first second waits
+    (0,)
     """
 
     def __init__(self, sr: int, *, threshold: float, gate_db: float = GATE_DB):
