@@ -3,13 +3,15 @@
 Usage::
 
     python benchmarks/service.py [--clients 8] [--requests 1000] [--seconds 3]
-        [--model cnn bundled RUN_DIR ...] [--backend torch onnx] [--max-batch 1 16] [--before REV]
+        [--model cnn bundled RUN_DIR ...] [--backend torch onnx] [--max-batch 1 default] [--before REV]
         [--repeat N] [--client raw|httpx]
+    python benchmarks/service.py --model bundled --front-end [--batches 1 2 4 8 16]
 
 For each model and backend it serves, one after the other: the service as it was at git
 commit ``--before`` (each request decoded and scored alone; default: the last commit
 before batching, run over today's library and HTTP stack), then ``emovox serve
---max-batch N`` for each ``--max-batch`` (1: no batching). Each server runs in a
+--max-batch N`` for each ``--max-batch`` (1: no batching; ``default``: the service's own
+batching, which depends on the model's features). Each server runs in a
 subprocess on a free port; once ``/healthz`` says it is ready, 2 clients send 20 requests,
 then ``--clients`` concurrent clients post ``--requests`` uploads of a ``--seconds`` clip to
 ``/v1/predict``, each waiting for its answer before it sends the next (a closed loop). A
@@ -26,6 +28,12 @@ forward pass, the server's and the clients' CPU time per request (steadier than
 wall-clock figures on a shared machine), and requests per second relative to the first
 service of the same model and backend in the same run; with the 1-minute load average
 at the end of each run.
+
+``--front-end`` prints, instead, what one micro-batch of ``--seconds`` clips costs the
+service's batch thread (``Predictor.extract`` and ``Predictor.score``, one thread, CPU ms
+per clip, median of 7) for each batch size in ``--batches``; run it with and without
+``MALLOC_MMAP_THRESHOLD_=100000000 MALLOC_TRIM_THRESHOLD_=1000000000`` in the environment
+to see glibc's defaults against what ``emovox serve`` sets (``keep_freed_memory``).
 
 Models: ``cnn`` is the log-mel cnn (``--model cnn`` with the default log-mel features,
 64 mel bands x 2 s, untrained weights: the speed is the same), built in a temporary folder;
@@ -281,12 +289,44 @@ def summary(runs: list[dict]) -> dict:
             "long_s": [r["long_s"] for r in runs if r["long_s"] is not None]}
 
 
+def front_end(model: str | None, seconds: float, batches: list[int]) -> None:
+    """CPU ms per clip of the batch thread's work (features and forward pass) by batch size."""
+    import torch
+
+    from emovox import audio
+    from emovox.predict import Predictor
+
+    torch.set_num_threads(1)
+    predictor = Predictor.load(model, backend="torch")
+    y = audio.decode_bytes(clip(seconds), sr=predictor.features.sample_rate)
+    print(f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', '(unset)')}, "
+          f"MALLOC_TRIM_THRESHOLD_={os.environ.get('MALLOC_TRIM_THRESHOLD_', '(unset)')}\n")
+    print(f"| batch of {seconds:g} s clips | features (CPU ms per clip) | forward pass (CPU ms per clip) |")
+    print("|---|---|---|")
+    for b in batches:
+        signals, calls = [y] * b, max(1, 16 // b)
+        feats = predictor.extract(signals)
+        predictor.score(feats, [seconds] * b, stats=[None] * b)
+        times = {"extract": [], "score": []}
+        for _ in range(7):
+            t0 = time.thread_time()
+            for _ in range(calls):
+                predictor.extract(signals)
+            t1 = time.thread_time()
+            for _ in range(calls):
+                predictor.score(feats, [seconds] * b, stats=[None] * b)
+            times["extract"].append((t1 - t0) / calls / b)
+            times["score"].append((time.thread_time() - t1) / calls / b)
+        print(f"| {b} | {1000 * np.median(times['extract']):.2f} | {1000 * np.median(times['score']):.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", nargs="+", default=["cnn", "bundled"], help="cnn, bundled or run dirs")
     ap.add_argument("--backend", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
-    ap.add_argument("--max-batch", nargs="+", type=int, default=[1, 16], help="1 = each request scored alone")
-    ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--max-batch", nargs="+", default=["1", "default"],
+                    help="1 = each request scored alone; default = the service's default for the model")
+    ap.add_argument("--max-wait-ms", type=float, default=None, help="passed to `emovox serve` (default: its own)")
     ap.add_argument("--before", default=BEFORE, help="also serve the app of this git commit ('' = don't)")
     ap.add_argument("--device", default=None, help="passed to `emovox serve --device`")
     ap.add_argument("--clients", type=int, default=8)
@@ -298,7 +338,15 @@ def main() -> None:
     ap.add_argument("--client", default="raw", choices=["raw", "httpx"],
                     help="raw: prepared HTTP/1.1 requests on keep-alive sockets (about 0.1 ms CPU per request); "
                          "httpx: httpx.AsyncClient (about 2 ms)")
+    ap.add_argument("--front-end", action="store_true",
+                    help="time the batch thread's work in this process by batch size instead (first --model)")
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     args = ap.parse_args()
+    if args.front_end:
+        name = args.model[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            model = str(logmel_cnn(Path(tmp) / "cnn")) if name == "cnn" else None if name == "bundled" else name
+            return front_end(model, args.seconds, args.batches)
     data = clip(args.seconds)
     long = clip(60 * args.long_minutes) if args.long_minutes else None
     rows, loads = [], []
@@ -310,11 +358,12 @@ def main() -> None:
                 setups = [(f"before ({args.before})", [sys.executable, "-c", runner, "{port}", backend, model or ""])]
                 setups = setups if runner else []
                 for n in args.max_batch:
-                    cmd = [sys.executable, "-m", "emovox", "serve", "--port", "{port}", "--backend", backend,
-                           "--max-batch", str(n), "--max-wait-ms", str(args.max_wait_ms)]
+                    cmd = [sys.executable, "-m", "emovox", "serve", "--port", "{port}", "--backend", backend]
+                    cmd += [] if n == "default" else ["--max-batch", n]
+                    cmd += [] if args.max_wait_ms is None else ["--max-wait-ms", f"{args.max_wait_ms:g}"]
                     cmd += ["--model", model] if model else []
                     cmd += ["--device", args.device] if args.device else []
-                    setups.append((f"max batch {n}", cmd))
+                    setups.append(("default batching" if n == "default" else f"max batch {n}", cmd))
                 servers = [Server(setting, cmd) for setting, cmd in setups]  # idle ones cost nothing
                 try:
                     for server in servers:
@@ -334,7 +383,8 @@ def main() -> None:
                 rows += [{"model": name, "backend": backend, "service": k, **summary(v)} for k, v in runs.items()]
                 loads += [r["load"] for v in runs.values() for r in v]
     print(f"\n{args.requests} requests of a {args.seconds:g} s WAV, {args.clients} concurrent clients ({args.client}), "
-          f"loopback; batches wait at most {args.max_wait_ms:g} ms; 1-minute load average {min(loads):.2f} to "
+          f"loopback; batches wait at most {'the default' if args.max_wait_ms is None else f'{args.max_wait_ms:g} ms'};"
+          f" 1-minute load average {min(loads):.2f} to "
           f"{max(loads):.2f} at the ends of the runs"
           + (f"; one {args.long_minutes:g}-minute upload at the start beside them" if long else "")
           + (f"; median of {args.repeat} runs per service, taken in turns" if args.repeat > 1 else "") + "\n")

@@ -22,6 +22,7 @@ from emovox.features import FeatureConfig
 from emovox.normalize import Stats
 from emovox.predict import Predictor
 from emovox.serve import MicroBatcher, ServiceLimits, create_app, limit_threads, serving_backend
+from emovox.serve import app as service
 from emovox.serve.speakers import SpeakerStats
 
 from .conftest import PITCH, tone, write
@@ -339,6 +340,73 @@ def test_one_feature_thread_for_batched_numpy_features_and_two_for_encoder_featu
     assert ServiceLimits().feature_threads(FeatureConfig(kind="utterance")) == 2  # openSMILE, GE2E: they release it
     assert ServiceLimits(max_batch=1).feature_threads(FeatureConfig()) == 2  # the forward passes run there too
     assert ServiceLimits(workers=3).feature_threads(FeatureConfig()) == 3
+
+
+def test_encoder_features_batch_up_to_4_and_wait_longer_unless_told():
+    assert ServiceLimits().batching(FeatureConfig()) == (16, 2.0)  # log-mel
+    assert ServiceLimits().batching(FeatureConfig(kind="utterance")) == (4, 10.0)  # the bundled model's front end
+    assert ServiceLimits(max_batch=1, max_wait_ms=0.0).batching(FeatureConfig(kind="utterance")) == (1, 0.0)
+
+
+def test_a_request_to_a_quiet_batcher_goes_at_once_and_one_to_a_busy_batcher_waits_to_fill():
+    go, sizes = threading.Event(), []
+
+    def fn(xs):
+        sizes.append(len(xs))
+        if "hold" in xs:
+            go.wait(WAIT_S)
+        return xs
+
+    async def main():
+        # a wait far longer than the test may take: only a full batch or a quiet batcher ends it
+        async with MicroBatcher(fn, max_batch=3, max_wait_s=10 * WAIT_S, workers=2) as batcher:
+            assert await asyncio.wait_for(batcher.submit("alone"), WAIT_S) == "alone"
+            held = asyncio.gather(*(batcher.submit(x) for x in ("hold", "a", "b")))  # a full batch goes
+            await until(lambda: sizes == [1, 3])
+            # while it runs, the next items wait for each other instead of going one by one
+            first = asyncio.ensure_future(batcher.submit(0))
+            await asyncio.sleep(0.05)
+            got = await asyncio.wait_for(asyncio.gather(first, batcher.submit(1), batcher.submit(2)), WAIT_S)
+            go.set()
+            return got, await held
+
+    try:
+        assert asyncio.run(main()) == ([0, 1, 2], ["hold", "a", "b"])
+    finally:
+        go.set()
+    assert sizes == [1, 3, 3]
+
+
+def test_the_service_keeps_freed_memory_on_glibc_and_changes_nothing_elsewhere(monkeypatch):
+    import platform
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert service.keep_freed_memory() is glibc
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # the user's own setting stays
+    assert service.keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("musl", "1.2"))
+    assert service.keep_freed_memory() is False
+
+
+def test_the_bundled_model_serves_the_predictors_answers_in_batches():
+    predictor = Predictor.load()  # the bundled model: encoder features, batches of up to 4
+    app = create_app(predictor)
+    uploads = clips(6, seconds=2.0)
+    want = [alone(predictor, d) for d in uploads]
+
+    async def main():
+        async with served(app) as http:
+            await ready(http)
+            return await asyncio.gather(*(post(http, d) for d in uploads))
+
+    responses = asyncio.run(main())
+    for r, w in zip(responses, want, strict=True):
+        assert r.status_code == 200, r.text
+        assert_same(r.json(), w)
+    assert app.state.batcher.items >= 6 and app.state.batcher.max_batch == 4
 
 
 def test_the_event_loop_never_reads_audio(tiny_run, monkeypatch):

@@ -347,8 +347,10 @@ def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
           backend: Annotated[str, typer.Option(
               help="auto (onnx on the CPU when onnxruntime is installed, else torch), torch or onnx.")] = "auto",
           device: Device = "auto",
-          max_batch: Annotated[int, typer.Option(help="Requests per forward pass (1: no batching).")] = 16,
-          max_wait_ms: Annotated[float, typer.Option(help="Longest wait (ms) for a batch to fill.")] = 2.0,
+          max_batch: Annotated[int | None, typer.Option(
+              help="Requests per forward pass (1: no batching; default 4 for encoder features, else 16).")] = None,
+          max_wait_ms: Annotated[float | None, typer.Option(
+              help="Longest wait (ms) for a batch to fill (default 10 for encoder features, else 2).")] = None,
           max_speakers: Annotated[int, typer.Option(
               help="Speaker ids whose running statistics are kept (the least recently heard is forgotten).")] = 1000
           ) -> None:

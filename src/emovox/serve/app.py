@@ -22,10 +22,12 @@ and says ``"adapted": false``. ``/v1/timeline`` adapts to the upload itself unle
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import importlib.util
 import io
 import os
+import platform
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,6 +57,13 @@ WARMUP_SR = 22050  # their rate (Hz): not the model's, so that resampling warms 
 SPEAKER_HELP = ("A speaker or session id: the clip is scored with the statistics of every clip sent with this id "
                 "so far, itself included (a model that cannot adapt ignores it).")
 ADAPT_HELP = "Adapt to the recording's own voices (a model that can adapt); false: each segment as one clip."
+ENCODED_BATCH = 4  # default most requests per batch for encoder features (ServiceLimits.batching)
+ENCODED_WAIT_MS = 10.0  # and longest wait (ms) for a batch to fill
+# glibc's malloc: blocks this large (bytes) or more get an mmap of their own (default 128 kB,
+# rising with use to at most 32 MB), and free memory at the top of the heap beyond this is
+# given back (default 128 kB); mallopt's numbers for them, from glibc's malloc.h
+MMAP_THRESHOLD, TRIM_THRESHOLD = 100_000_000, 1_000_000_000
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
 @dataclass(frozen=True)
@@ -75,10 +84,14 @@ class ServiceLimits:
         ``benchmarks/service.py`` one thread served more requests per second than two, at
         a lower p99); else up to two (the cores): encoder features (eGeMAPS, GE2E, ssl)
         and forward passes run in C code that releases the GIL.
-    max_batch : int
-        Most requests scored in one forward pass; 1 scores each request alone.
-    max_wait_ms : float
-        Longest time, in ms, that a batch which is not full waits for more requests.
+    max_batch : int or None
+        Most requests scored in one forward pass; 1 scores each request alone. None: 4 for
+        encoder features (:data:`ENCODED_BATCH`), else 16.
+    max_wait_ms : float or None
+        Longest time, in ms, that a batch which is not full waits for more requests (a
+        request that comes to an idle service goes at once, see
+        :mod:`emovox.serve.batching`). None: 10 for encoder features
+        (:data:`ENCODED_WAIT_MS`), else 2.
     batch_max_s : float
         Uploads longer than this many seconds skip the batches: they are decoded and
         scored on their own, in a thread of their own.
@@ -89,16 +102,16 @@ class ServiceLimits:
     max_upload_mb: float = 25.0
     max_duration_s: float = 600.0
     workers: int | None = None
-    max_batch: int = 16
-    max_wait_ms: float = 2.0
+    max_batch: int | None = None
+    max_wait_ms: float | None = None
     batch_max_s: float = 10.0
     max_speakers: int = 1000
 
     def __post_init__(self) -> None:
-        if (self.workers is not None and self.workers < 1) or self.max_batch < 1 or self.max_speakers < 1:
+        if any(n is not None and n < 1 for n in (self.workers, self.max_batch)) or self.max_speakers < 1:
             raise ConfigError(f"workers, max_batch and max_speakers must be at least 1, got {self.workers}, "
                               f"{self.max_batch} and {self.max_speakers}")
-        if self.max_wait_ms < 0 or self.batch_max_s <= 0:
+        if (self.max_wait_ms is not None and self.max_wait_ms < 0) or self.batch_max_s <= 0:
             raise ConfigError("max_wait_ms cannot be negative and batch_max_s must be positive")
 
     @property
@@ -109,9 +122,23 @@ class ServiceLimits:
         """:attr:`workers`, or its default for ``features`` when it is None."""
         if self.workers is not None:
             return self.workers
-        if features.kind not in ENCODED and self.max_batch > 1:
+        if features.kind not in ENCODED and self.max_batch != 1:
             return 1
         return max(1, min(2, os.cpu_count() or 1))
+
+    def batching(self, features: FeatureConfig) -> tuple[int, float]:
+        """:attr:`max_batch` and :attr:`max_wait_ms`, or their defaults for ``features``.
+
+        An encoder front end (the bundled model's voice descriptors and d-vectors) costs
+        11.6 ms of CPU for a 3 s clip alone, 8.7 per clip in a batch of 2 and 7.3 to 7.6 from
+        4 to 16 (one thread, ``benchmarks/service.py --front-end``): its batches wait longer
+        to fill, and stop at 4, beyond which they save nothing and keep two batches from
+        running side by side (8 clients: 134 requests/s in batches of 4, 86 in batches of 8).
+        """
+        encoded = features.kind in ENCODED
+        batch = self.max_batch if self.max_batch is not None else ENCODED_BATCH if encoded else 16
+        wait = self.max_wait_ms if self.max_wait_ms is not None else ENCODED_WAIT_MS if encoded else 2.0
+        return batch, wait
 
 
 def serving_backend(backend: str = "auto", device: str = "auto", spec: ModelSpec | None = None) -> str:
@@ -149,6 +176,27 @@ def limit_threads() -> None:
     threadpool_limits(1)
 
 
+def keep_freed_memory() -> bool:
+    """Keep freed memory in the process for the next request (glibc only; elsewhere, or when
+    the environment sets ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``, nothing
+    changes). True if the setting was applied.
+
+    With glibc's defaults each large temporary of the front end (the STFTs of a batch are
+    megabytes) is a fresh ``mmap`` whose pages fault in again on every call, and the freed
+    top of the heap goes back to the system: with blocks under :data:`MMAP_THRESHOLD` bytes
+    taken from the heap and :data:`TRIM_THRESHOLD` bytes kept, the bundled model's features
+    for batches of 4 to 16 3 s clips cost 6.7-7.2 instead of 8.2-9.0 ms of CPU per clip
+    (``benchmarks/service.py --front-end``). The cost: the process keeps the memory of its
+    largest request until it exits.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        return False
+    mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
 def warm_up(predictor: Predictor, max_batch: int) -> None:
     """Run the request path on synthetic clips: decode, resample, features, and forward
     passes of one clip and of a full batch, so that no real request pays for first calls;
@@ -179,6 +227,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     """
     limits = limits or ServiceLimits()
     limit_threads()
+    keep_freed_memory()
     sr = predictor.features.sample_rate
     threads = limits.feature_threads(predictor.features)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emovox-decode")
@@ -186,14 +235,15 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     speakers = SpeakerStats(limits.max_speakers)
     # the front end runs inside the batch (one call for all its clips), so batches run side by
     # side on the cores when its features release the GIL (torch, onnxruntime, openSMILE)
-    batcher = MicroBatcher(lambda items: score_batch(items), max_batch=limits.max_batch,
-                           max_wait_s=limits.max_wait_ms / 1000, workers=threads)
+    max_batch, max_wait_ms = limits.batching(predictor.features)
+    batcher = MicroBatcher(lambda items: score_batch(items), max_batch=max_batch, max_wait_s=max_wait_ms / 1000,
+                           workers=threads)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI):
         async with batcher:
             loop = asyncio.get_running_loop()
-            app_.state.warm = loop.run_in_executor(batcher.executor, warm_up, predictor, limits.max_batch)
+            app_.state.warm = loop.run_in_executor(batcher.executor, warm_up, predictor, max_batch)
             yield
         pool.shutdown(wait=False)
         long_pool.shutdown(wait=False)
@@ -290,7 +340,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
     async def healthz():
         """200 once the model is warmed up, 503 (``"status": "warming up"``) before; with the
         forward passes that scored batches so far and the requests in them."""
-        info = {"model": predictor.spec.model, "version": __version__, "max_batch": limits.max_batch,
+        info = {"model": predictor.spec.model, "version": __version__, "max_batch": max_batch,
                 "batches": batcher.batches, "batched_requests": batcher.items, "can_adapt": predictor.can_adapt,
                 "speakers": len(speakers)}
         if not app.state.warm.done():
@@ -314,7 +364,7 @@ def create_app(predictor: Predictor, limits: ServiceLimits | None = None) -> Fas
         data = await read_upload(request, file)
         name = file.filename or "upload"
         await asyncio.shield(app.state.warm)
-        if limits.max_batch == 1:  # no batching: each request decoded and scored alone
+        if max_batch == 1:  # no batching: each request decoded and scored alone
             result = await run(pool, scored, data, name, who)
         else:
             item = await run(pool, prepared, data, name, who)

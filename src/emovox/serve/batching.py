@@ -6,6 +6,9 @@ batch function on that list in its thread. A batch that is not full waits for mo
 items, but never longer than ``max_wait_s`` after its oldest item arrived, so items that
 queued while the previous batch ran go at once: an item waits for the batch running
 when it arrived, and for nothing else unless more than ``max_batch`` items queue ahead of it.
+An item that arrives at a quiet batcher (no batch running, none ended in the last
+:data:`QUIET_WAITS` waits) goes at once: nobody came to share its batch for that long, so
+an occasional request pays no wait.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from emovox.errors import ConfigError
 
+QUIET_WAITS = 5  # a batcher idle for this many max_wait_s is quiet: an item arriving then goes alone, at once
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -72,6 +76,8 @@ class MicroBatcher(Generic[T, R]):
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._free: asyncio.Semaphore | None = None  # workers not running a batch
+        self._busy = 0  # batches being scored
+        self._idle_since = float("-inf")  # loop time when the last batch to run ended
         self._running: set[asyncio.Task] = set()
 
     @property
@@ -119,6 +125,7 @@ class MicroBatcher(Generic[T, R]):
                 continue
             self.batches += 1
             self.items += len(batch)
+            self._busy += 1
             task = loop.create_task(self._run(loop, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -136,6 +143,9 @@ class MicroBatcher(Generic[T, R]):
                     p.future.set_exception(exc)
             return
         finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle_since = loop.time()
             self._free.release()
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
@@ -148,10 +158,13 @@ class MicroBatcher(Generic[T, R]):
         return results
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Return when a batch should start: full, or its oldest item has waited ``max_wait_s``."""
+        """Return when a batch should start: full, its oldest item has waited ``max_wait_s``, or
+        that item came to a quiet batcher."""
         while len(self._items) < self.max_batch:
             delay = None
             if self._items:
+                if not self._busy and self._items[0].arrived - self._idle_since > QUIET_WAITS * self.max_wait_s:
+                    return
                 delay = self._items[0].arrived + self.max_wait_s - loop.time()
                 if delay <= 0:
                     return
