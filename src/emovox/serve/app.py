@@ -130,7 +130,7 @@ class ServiceLimits:
         """:attr:`max_batch` and :attr:`max_wait_ms`, or their defaults for ``features``.
 
         An encoder front end (the bundled model's voice descriptors and d-vectors) costs
-        11.6 ms of CPU for a 3 s clip alone, 8.7 per clip in a batch of 2 and 7.3 to 7.6 from
+        10.8 ms of CPU for a 3 s clip alone, 8.3 per clip in a batch of 2 and 6.7 to 7.2 from
         4 to 16 (one thread, ``benchmarks/service.py --front-end``): its batches wait longer
         to fill, and stop at 4, beyond which they save nothing and keep two batches from
         running side by side (8 clients: 134 requests/s in batches of 4, 86 in batches of 8).
