@@ -377,6 +377,21 @@ def test_a_request_to_a_quiet_batcher_goes_at_once_and_one_to_a_busy_batcher_wai
     assert sizes == [1, 3, 3]
 
 
+def test_one_client_sending_one_request_after_another_never_waits_for_company():
+    sizes = []
+
+    def fn(xs):
+        sizes.append(len(xs))
+        return xs
+
+    async def main():
+        async with MicroBatcher(fn, max_batch=4, max_wait_s=10 * WAIT_S) as batcher:
+            return [await asyncio.wait_for(batcher.submit(i), WAIT_S) for i in range(5)]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    assert sizes == [1] * 5
+
+
 def test_the_service_keeps_freed_memory_on_glibc_and_changes_nothing_elsewhere(monkeypatch):
     import platform
 

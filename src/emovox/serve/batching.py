@@ -6,9 +6,10 @@ batch function on that list in its thread. A batch that is not full waits for mo
 items, but never longer than ``max_wait_s`` after its oldest item arrived, so items that
 queued while the previous batch ran go at once: an item waits for the batch running
 when it arrived, and for nothing else unless more than ``max_batch`` items queue ahead of it.
-An item that arrives at a quiet batcher (no batch running, none ended in the last
-:data:`QUIET_WAITS` waits) goes at once: nobody came to share its batch for that long, so
-an occasional request pays no wait.
+An item that arrives while no batch runs goes at once when the batcher is quiet (no batch
+ended in the last :data:`QUIET_WAITS` waits) or when the last batches held about one item
+each (:data:`ALONE_MEAN`): nobody comes to share its batch, so an occasional request, or one
+client sending one request after another, pays no wait.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from emovox.errors import ConfigError
 
 QUIET_WAITS = 5  # a batcher idle for this many max_wait_s is quiet: an item arriving then goes alone, at once
+ALONE_MEAN = 1.5  # so does one arriving when no batch runs and recent batches held fewer items than this on average
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -78,6 +80,7 @@ class MicroBatcher(Generic[T, R]):
         self._free: asyncio.Semaphore | None = None  # workers not running a batch
         self._busy = 0  # batches being scored
         self._idle_since = float("-inf")  # loop time when the last batch to run ended
+        self._mean_size = 1.0  # items per batch, a moving average over about the last 4 batches
         self._running: set[asyncio.Task] = set()
 
     @property
@@ -143,6 +146,7 @@ class MicroBatcher(Generic[T, R]):
                     p.future.set_exception(exc)
             return
         finally:
+            self._mean_size += (len(batch) - self._mean_size) / 4
             self._busy -= 1
             if not self._busy:
                 self._idle_since = loop.time()
@@ -159,11 +163,12 @@ class MicroBatcher(Generic[T, R]):
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
         """Return when a batch should start: full, its oldest item has waited ``max_wait_s``, or
-        that item came to a quiet batcher."""
+        no batch runs and nobody is likely to join it (see the module's docstring)."""
         while len(self._items) < self.max_batch:
             delay = None
             if self._items:
-                if not self._busy and self._items[0].arrived - self._idle_since > QUIET_WAITS * self.max_wait_s:
+                quiet = self._items[0].arrived - self._idle_since > QUIET_WAITS * self.max_wait_s
+                if not self._busy and (quiet or self._mean_size < ALONE_MEAN):
                     return
                 delay = self._items[0].arrived + self.max_wait_s - loop.time()
                 if delay <= 0:
