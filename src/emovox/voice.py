@@ -70,6 +70,15 @@ N_MFCC = 4  # MFCC 1-4 (MFCC 0 is the level)
 LOUDNESS_POWER = 0.3  # specific loudness ~ band power ** 0.3 (Zwicker's law, roughly)
 PEAK_SMOOTH = 5  # frames of the moving average before counting loudness peaks
 EPS = 1e-10
+import os as _os
+FLOOR_Q = float(_os.environ.get("VX_FLOOR_Q", "0"))  # quantile of each mel band's frame powers taken as its noise floor (0: none)
+FLOOR_KEEP = float(_os.environ.get("VX_FLOOR_KEEP", "0.1"))  # spectral subtraction keeps at least this share of a bin's power
+PITCH_CLEAN = int(_os.environ.get("VX_PITCH_CLEAN", "0"))
+SPAN = float(_os.environ.get("VX_SPAN", "0"))
+TEL = int(_os.environ.get("VX_TEL", "0"))
+BAND_LO, BAND_HI = (300.0, 3400.0) if TEL else (0.0, 8000.0)
+LPC_BAND_HZ = float(_os.environ.get("VX_LPC_HZ", "5500"))
+LPC_ORDER = int(_os.environ.get("VX_LPC_ORDER", "10"))
 QUANTILES = (0.2, 0.5, 0.8)
 
 _VOICED_LLDS = ("jitter", "shimmer", "hnr", "h1h2", "h1a3")
@@ -137,13 +146,19 @@ def _bases() -> dict[str, np.ndarray]:
     edges = 700.0 * (10 ** (np.linspace(_hz_to_mel(20.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2) / 2595) - 1)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     mel = np.maximum(0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid))).T
-    alpha = np.stack([(freqs >= 50) & (freqs < 1000), (freqs >= 1000) & (freqs < 5000)], axis=1)
-    k = np.arange(N_MELS)
-    dct = np.sqrt(2.0 / N_MELS) * np.cos(np.pi / N_MELS * (k[:, None] + 0.5) * np.arange(1, N_MFCC + 1))
+    top = 5000 if not TEL else BAND_HI
+    alpha = np.stack([(freqs >= max(50, BAND_LO)) & (freqs < 1000), (freqs >= 1000) & (freqs < top)], axis=1)
+    inband = (mid[:, 0] >= BAND_LO) & (mid[:, 0] <= BAND_HI)
+    n_in = int(inband.sum())
+    k = np.arange(n_in)
+    dct = np.zeros((N_MELS, N_MFCC))
+    dct[inband] = np.sqrt(2.0 / n_in) * np.cos(np.pi / n_in * (k[:, None] + 0.5) * np.arange(1, N_MFCC + 1))
+    # noise floor of each mel band spread back over the bins (triangular interpolation)
+    spread = mel.T / np.maximum(mel.sum(0), 1e-3)[:, None] / np.maximum(mel.sum(1), 1e-3)[None, :]
     dct *= math.log(10) / 10  # applied to band levels in dB, gives the MFCC of natural-log energies
     # spectral slopes: regression of the mel bands' levels (dB, harmonics smoothed out) on their centres
     slopes = np.zeros((N_MELS, 2))
-    for col, (a, b) in enumerate(((0, 500), (500, 1500))):
+    for col, (a, b) in enumerate(((0, 500) if not TEL else (300, 1000), (500, 1500))):
         inside = (mid[:, 0] >= a) & (mid[:, 0] <= b)
         f = mid[inside, 0] / 1000.0  # kHz: slopes in dB / kHz
         slopes[inside, col] = (f - f.mean()) / ((f - f.mean()) ** 2).sum()
@@ -159,10 +174,10 @@ def _bases() -> dict[str, np.ndarray]:
         "lpc_basis": lpc_acf.T, "lpc_shift": shift.reshape(LPC_ORDER + 1, -1), "lpc_flip": flip,
         "env_basis": np.concatenate([np.cos(phase), np.sin(phase)], axis=1),
         "formant_range": env_hz[1:-1] >= FORMANT_MIN_HZ, "peak_rank": np.arange(1.0, 4.0)[:, None],
-        "bands": bands.T, "dct": dct, "slopes": slopes,
+        "bands": bands.T, "dct": dct, "slopes": slopes, "spread": spread, "inband": inband.astype(float),
         # integer offsets: a pulse's first search window (one period), the next ones, parabola points, +-4 bins
         "first_span": np.arange(max_period + 1), "later_span": np.arange(math.ceil(2 * PULSE_SEARCH * max_period) + 1),
-        "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES),
+        "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES), "floor_q": np.array([FLOOR_Q]),
     }
 
 
@@ -268,23 +283,41 @@ class VoiceFeatures(torch.nn.Module):
         # frame t's window is centred on sample t * HOP; N // HOP + 1 frames
         spec = torch.stft(F.pad(x, (WIN // 2, N_FFT - WIN // 2)), N_FFT, hop_length=HOP, window=self.window,
                           center=False, return_complex=False)
-        power = spec[..., 0].square() + spec[..., 1].square()  # (B, bins, T), never transposed
+        raw = spec[..., 0].square() + spec[..., 1].square()  # (B, bins, T), never transposed
+        valid = (torch.arange(raw.shape[2], device=wave.device) * HOP < lengths[:, None]).to(dtype)
+        if FLOOR_Q > 0:
+            mel_raw = self.bands[2:2 + N_MELS] @ raw
+            floor = _masked_quantiles(mel_raw, valid.unsqueeze(1).expand_as(mel_raw), self.floor_q)[..., 0]  # (B, N_MELS)
+            power = torch.maximum(raw - (floor @ self.spread).unsqueeze(2), FLOOR_KEEP * raw)
+            if SPAN > 0:  # the clip spans from the first to the last frame SPAN x above the floor
+                active = valid * (mel_raw.sum(1) > SPAN * floor.sum(1, keepdim=True)).to(dtype)
+                after_first = torch.cumsum(active, dim=1) > 0
+                before_last = (active.sum(1, keepdim=True) - torch.cumsum(active, dim=1) + active) > 0
+                valid = valid * (after_first & before_last).to(dtype)
+        else:
+            power = raw
         # alpha ratio bands, mel bands, total energy: (B, T, 2 + N_MELS + 1), high-passed
         bands = (self.bands @ power).transpose(1, 2)
-        valid = (torch.arange(power.shape[2], device=wave.device) * HOP < lengths[:, None]).to(dtype)
         energy = bands[..., -1]
         loud_enough = energy > energy.amax(1, keepdim=True) * 10 ** (SILENCE_DB / 10)
 
         # pitch and HNR: normalised autocorrelation of the 0-4 kHz band at log-spaced lags
-        acf = (self.pitch_basis @ power[:, : self.pitch_basis.shape[1]]).transpose(1, 2)
-        r = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
+        nb = self.pitch_basis.shape[1]
+        if PITCH_CLEAN and FLOOR_Q > 0:
+            acf = (self.pitch_basis @ torch.cat([power[:, :nb], raw[:, :nb]], dim=1).unflatten(1, (2, nb))).transpose(2, 3)
+            rr = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
+            r, r_raw = rr[:, 0], rr[:, 1]
+        else:
+            acf = (self.pitch_basis @ raw[:, :nb]).transpose(1, 2)
+            r = r_raw = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
         scored = r + self.octave_cost
         best = scored.argmax(2, keepdim=True).clamp(1, r.shape[2] - 2) + self.three
         offset, _ = _parabola(torch.gather(scored, 2, best))
-        _, peak = _parabola(torch.gather(r, 2, best))
+        _, peak_clean = _parabola(torch.gather(r, 2, best))
+        _, peak = _parabola(torch.gather(r_raw, 2, best))
         semitones = 12 * math.log2(F0_MAX / F0_REF) - (best[..., 1] + offset) * LAG_STEP_ST
         f0_hz = F0_REF * torch.exp(semitones * (math.log(2) / 12))
-        voiced = valid * ((peak > VOICING) & loud_enough).to(dtype)
+        voiced = valid * ((peak_clean > VOICING) & loud_enough).to(dtype)
         unvoiced = valid - voiced
         semitones = _median3(semitones, voiced)
         peak = peak.clamp(1e-4, 1 - 1e-4)
@@ -311,16 +344,18 @@ class VoiceFeatures(torch.nn.Module):
         quality_mask = torch.cat([v_sparse, v_sparse * found[..., 2:], (v_sparse * found).repeat(1, 1, 3)], dim=2)
 
         # spectral balance, MFCC, flux, loudness (relative to the clip's mean)
-        below_2k, below_5k = int(2000 / bin_hz) + 1, int(5000 / bin_hz) + 1
-        ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[:, above_hp:below_2k].amax(1)], dim=2) + EPS) - \
+        below_2k, below_5k = int(2000 / bin_hz) + 1, int((5000 if not TEL else BAND_HI) / bin_hz) + 1
+        lo_bin = max(above_hp, int(BAND_LO / bin_hz) + 1)
+        ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[:, lo_bin:below_2k].amax(1)], dim=2) + EPS) - \
             10 * torch.log10(torch.stack([bands[..., 1], power[:, below_2k:below_5k].amax(1)], dim=2) + EPS)
         bands = bands[..., :-1]
         mel_db = 10 * torch.log10(bands[..., 2:] + EPS)
         slopes = mel_db @ self.slopes
         mfcc = mel_db @ self.dct
-        shape = bands[..., 2:] / (bands[..., 2:].sum(2, keepdim=True) + EPS)  # mel-band energy shares
+        inb = bands[..., 2:] * self.inband
+        shape = inb / (inb.sum(2, keepdim=True) + EPS)  # mel-band energy shares
         flux = F.pad((shape[:, 1:] - shape[:, :-1]).abs().sum(2), (1, 0)).unsqueeze(2)
-        loudness = (bands[..., 2:] + EPS).pow(LOUDNESS_POWER).sum(2) * valid
+        loudness = ((bands[..., 2:] + EPS).pow(LOUDNESS_POWER) * self.inband).sum(2) * valid
         loudness = (loudness / (loudness.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1.0) + EPS))
 
         # functionals over frames: one masked pass for every mean and std
@@ -344,7 +379,7 @@ class VoiceFeatures(torch.nn.Module):
         contour_masks = torch.stack([voiced, valid], dim=1)
         q = _masked_quantiles(contours, contour_masks, self.quantiles)
         slope = _slopes(contours, contour_masks)
-        seconds = lengths[:, None].to(dtype).clamp_min(1.0) / SAMPLE_RATE
+        seconds = (valid.sum(1, keepdim=True) * (HOP / SAMPLE_RATE)).clamp_min(HOP / SAMPLE_RATE) if SPAN > 0 else lengths[:, None].to(dtype).clamp_min(1.0) / SAMPLE_RATE
         smooth = F.avg_pool1d(loudness.unsqueeze(1), PEAK_SMOOTH, 1, PEAK_SMOOTH // 2).squeeze(1)
         padded = F.pad(smooth, (1, 1))
         peaks = (smooth > padded[:, :-2]) & (smooth >= padded[:, 2:]) & (smooth > 0.5)
