@@ -58,32 +58,29 @@ PULSES = 5  # glottal pulses located per voiced frame (4 periods, 3 period diffe
 PULSE_SEARCH = 0.25  # each next pulse is searched within this share of a period of its expected place
 PULSE_FRAME_STRIDE = 3  # pulses are located from every third frame (30 ms apart: about the span they cover)
 FORMANT_FRAME_STRIDE = 2  # formants and harmonic amplitudes are read every other frame (20 ms)
-LPC_ORDER = 10
-LPC_BAND_HZ = 5500.0  # formants are read from the 0-5.5 kHz band (effective rate 11 kHz)
+LPC_ORDER = 8
+LPC_BAND_HZ = 4000.0  # formants are read from the 0-4 kHz band (effective rate 8 kHz)
 LPC_LAG_WINDOW_HZ = 60.0  # Gaussian lag window (bandwidth broadening) for a stable LPC
 PRE_EMPHASIS = 0.97
-ENVELOPE_POINTS = 128  # LPC envelope grid over 0-5.5 kHz (43 Hz steps)
+ENVELOPE_POINTS = 128  # LPC envelope grid over 0-4 kHz (31 Hz steps)
 FORMANT_MIN_HZ = 90.0
 MAX_BANDWIDTH_HZ = 1000.0  # flatter envelope peaks are counted at this bandwidth
 N_MELS = 26  # HTK mel bands for loudness and MFCC
 N_MFCC = 4  # MFCC 1-4 (MFCC 0 is the level)
 LOUDNESS_POWER = 0.3  # specific loudness ~ band power ** 0.3 (Zwicker's law, roughly)
 PEAK_SMOOTH = 5  # frames of the moving average before counting loudness peaks
+PEAK_MARGIN = 0.01  # a loudness peak rises this much (re the clip's mean loudness) above the frame before it
 EPS = 1e-10
-import os as _os
-FLOOR_Q = float(_os.environ.get("VX_FLOOR_Q", "0"))  # quantile of each mel band's frame powers taken as its noise floor (0: none)
-FLOOR_KEEP = float(_os.environ.get("VX_FLOOR_KEEP", "0.1"))  # spectral subtraction keeps at least this share of a bin's power
-PITCH_CLEAN = int(_os.environ.get("VX_PITCH_CLEAN", "0"))
-SPAN = float(_os.environ.get("VX_SPAN", "0"))
-TEL = int(_os.environ.get("VX_TEL", "0"))
-BAND_LO, BAND_HI = (300.0, 3400.0) if TEL else (0.0, 8000.0)
-LPC_BAND_HZ = float(_os.environ.get("VX_LPC_HZ", "5500"))
-LPC_ORDER = int(_os.environ.get("VX_LPC_ORDER", "10"))
+BAND_LO, BAND_HI = 300.0, 3400.0  # Hz: spectral balance, MFCC, flux and loudness read this telephone band
+FLOOR_QUANTILE = 0.1  # each mel band's noise floor: this quantile of its power over the clip's frames
+FLOOR_CAP = 0.5  # ... at most this share of the band's mean power (a steady sound is not all noise)
+FLOOR_KEEP = 0.1  # spectral subtraction leaves at least this share of a bin's power
+SPAN_OVER_FLOOR = 3.0  # the clip runs from its first to its last frame this many times above the floor
 QUANTILES = (0.2, 0.5, 0.8)
 
 _VOICED_LLDS = ("jitter", "shimmer", "hnr", "h1h2", "h1a3")
 _FORMANTS = ("f1", "f2", "f3")
-_SPECTRAL = ("alpha_ratio", "hammarberg", "slope0_500", "slope500_1500",
+_SPECTRAL = ("alpha_ratio", "hammarberg", "slope300_1000", "slope500_1500",
              *(f"mfcc{i}" for i in range(1, N_MFCC + 1)), "flux")
 
 
@@ -94,7 +91,7 @@ def _names() -> tuple[str, ...]:
             "loudness_rise_mean", "loudness_rise_std", "loudness_fall_mean", "loudness_fall_std",
             "loudness_peaks_per_s", "loudness_voiced_mean", "loudness_unvoiced_mean"]
     voiced = [*_VOICED_LLDS, *(f"{f}_hz" for f in _FORMANTS), *(f"{f}_bandwidth" for f in _FORMANTS),
-              *(f"{f}_amplitude_rel_h1" for f in _FORMANTS)]
+              *(f"{f}_amplitude_rel_level" for f in _FORMANTS)]
     stats = [f"{n}_{s}" for n in voiced for s in ("mean", "std")]
     spectral = [f"{n}_{s}" for n in _SPECTRAL for s in ("voiced_mean", "voiced_std", "unvoiced_mean")]
     rhythm = ["voiced_fraction", "voiced_segments_per_s", "voiced_segment_mean_s", "voiced_segment_std_s",
@@ -146,8 +143,7 @@ def _bases() -> dict[str, np.ndarray]:
     edges = 700.0 * (10 ** (np.linspace(_hz_to_mel(20.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2) / 2595) - 1)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     mel = np.maximum(0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid))).T
-    top = 5000 if not TEL else BAND_HI
-    alpha = np.stack([(freqs >= max(50, BAND_LO)) & (freqs < 1000), (freqs >= 1000) & (freqs < top)], axis=1)
+    alpha = np.stack([(freqs >= BAND_LO) & (freqs < 1000), (freqs >= 1000) & (freqs < BAND_HI)], axis=1)
     inband = (mid[:, 0] >= BAND_LO) & (mid[:, 0] <= BAND_HI)
     n_in = int(inband.sum())
     k = np.arange(n_in)
@@ -158,7 +154,7 @@ def _bases() -> dict[str, np.ndarray]:
     dct *= math.log(10) / 10  # applied to band levels in dB, gives the MFCC of natural-log energies
     # spectral slopes: regression of the mel bands' levels (dB, harmonics smoothed out) on their centres
     slopes = np.zeros((N_MELS, 2))
-    for col, (a, b) in enumerate(((0, 500) if not TEL else (300, 1000), (500, 1500))):
+    for col, (a, b) in enumerate(((BAND_LO, 1000), (500, 1500))):
         inside = (mid[:, 0] >= a) & (mid[:, 0] <= b)
         f = mid[inside, 0] / 1000.0  # kHz: slopes in dB / kHz
         slopes[inside, col] = (f - f.mean()) / ((f - f.mean()) ** 2).sum()
@@ -177,7 +173,7 @@ def _bases() -> dict[str, np.ndarray]:
         "bands": bands.T, "dct": dct, "slopes": slopes, "spread": spread, "inband": inband.astype(float),
         # integer offsets: a pulse's first search window (one period), the next ones, parabola points, +-4 bins
         "first_span": np.arange(max_period + 1), "later_span": np.arange(math.ceil(2 * PULSE_SEARCH * max_period) + 1),
-        "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES), "floor_q": np.array([FLOOR_Q]),
+        "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES), "floor_q": np.array([FLOOR_QUANTILE]),
     }
 
 
@@ -285,39 +281,34 @@ class VoiceFeatures(torch.nn.Module):
                           center=False, return_complex=False)
         raw = spec[..., 0].square() + spec[..., 1].square()  # (B, bins, T), never transposed
         valid = (torch.arange(raw.shape[2], device=wave.device) * HOP < lengths[:, None]).to(dtype)
-        if FLOOR_Q > 0:
-            mel_raw = self.bands[2:2 + N_MELS] @ raw
-            floor = _masked_quantiles(mel_raw, valid.unsqueeze(1).expand_as(mel_raw), self.floor_q)[..., 0]  # (B, N_MELS)
-            power = torch.maximum(raw - (floor @ self.spread).unsqueeze(2), FLOOR_KEEP * raw)
-            if SPAN > 0:  # the clip spans from the first to the last frame SPAN x above the floor
-                active = valid * (mel_raw.sum(1) > SPAN * floor.sum(1, keepdim=True)).to(dtype)
-                after_first = torch.cumsum(active, dim=1) > 0
-                before_last = (active.sum(1, keepdim=True) - torch.cumsum(active, dim=1) + active) > 0
-                valid = valid * (after_first & before_last).to(dtype)
-        else:
-            power = raw
+        # noise floor: per mel band, a low quantile of its power over the clip (at most a share of its
+        # mean), spread back over the bins and subtracted from every frame (pitch and HNR read `raw`)
+        mel_raw = self.bands[2:2 + N_MELS] @ raw
+        floor = _masked_quantiles(mel_raw, valid.unsqueeze(1).expand_as(mel_raw), self.floor_q)[..., 0]
+        mean_band = (mel_raw * valid.unsqueeze(1)).sum(2) / valid.sum(1, keepdim=True).clamp_min(1.0)
+        floor = torch.minimum(floor, FLOOR_CAP * mean_band)  # (B, N_MELS)
+        power = torch.maximum(raw - (floor @ self.spread).unsqueeze(2), FLOOR_KEEP * raw)
+        # the clip's span: from its first to its last frame well above the floor (noise before and after is cut)
+        active = valid * (mel_raw.sum(1) > torch.minimum(SPAN_OVER_FLOOR * floor.sum(1, keepdim=True),
+                                                          FLOOR_CAP * mean_band.sum(1, keepdim=True))).to(dtype)
+        after_first = torch.cumsum(active, dim=1) > 0
+        before_last = (active.sum(1, keepdim=True) - torch.cumsum(active, dim=1) + active) > 0
+        valid = valid * (after_first & before_last).to(dtype)
         # alpha ratio bands, mel bands, total energy: (B, T, 2 + N_MELS + 1), high-passed
         bands = (self.bands @ power).transpose(1, 2)
         energy = bands[..., -1]
         loud_enough = energy > energy.amax(1, keepdim=True) * 10 ** (SILENCE_DB / 10)
 
         # pitch and HNR: normalised autocorrelation of the 0-4 kHz band at log-spaced lags
-        nb = self.pitch_basis.shape[1]
-        if PITCH_CLEAN and FLOOR_Q > 0:
-            acf = (self.pitch_basis @ torch.cat([power[:, :nb], raw[:, :nb]], dim=1).unflatten(1, (2, nb))).transpose(2, 3)
-            rr = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
-            r, r_raw = rr[:, 0], rr[:, 1]
-        else:
-            acf = (self.pitch_basis @ raw[:, :nb]).transpose(1, 2)
-            r = r_raw = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
+        acf = (self.pitch_basis @ raw[:, : self.pitch_basis.shape[1]]).transpose(1, 2)
+        r = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
         scored = r + self.octave_cost
         best = scored.argmax(2, keepdim=True).clamp(1, r.shape[2] - 2) + self.three
         offset, _ = _parabola(torch.gather(scored, 2, best))
-        _, peak_clean = _parabola(torch.gather(r, 2, best))
-        _, peak = _parabola(torch.gather(r_raw, 2, best))
+        _, peak = _parabola(torch.gather(r, 2, best))
         semitones = 12 * math.log2(F0_MAX / F0_REF) - (best[..., 1] + offset) * LAG_STEP_ST
         f0_hz = F0_REF * torch.exp(semitones * (math.log(2) / 12))
-        voiced = valid * ((peak_clean > VOICING) & loud_enough).to(dtype)
+        voiced = valid * ((peak > VOICING) & loud_enough).to(dtype)
         unvoiced = valid - voiced
         semitones = _median3(semitones, voiced)
         peak = peak.clamp(1e-4, 1 - 1e-4)
@@ -338,16 +329,17 @@ class VoiceFeatures(torch.nn.Module):
         around = torch.gather(sparse, 1, near.flatten(1, 2)).unflatten(1, near.shape[1:3])  # (B, 5, 9, T)
         amplitude = 10 * torch.log10(torch.cat([around[:, :2, 3:6].amax(2), around[:, 2:].amax(2)], dim=1)
                                      + EPS).transpose(1, 2)
+        # the frame's level (dB) over the in-band mel bands, a reference that a telephone line keeps
+        level = 10 * torch.log10((self.bands[2:2 + N_MELS] @ sparse).transpose(1, 2) @ self.inband.unsqueeze(1) + EPS)
         quality = torch.cat([amplitude[..., :1] - amplitude[..., 1:2], amplitude[..., :1] - amplitude[..., 4:],
-                             formant_hz, bandwidth, amplitude[..., 2:] - amplitude[..., :1]], dim=2)
+                             formant_hz, bandwidth, amplitude[..., 2:] - level], dim=2)
         v_sparse = voiced[:, ::FORMANT_FRAME_STRIDE].unsqueeze(2)
         quality_mask = torch.cat([v_sparse, v_sparse * found[..., 2:], (v_sparse * found).repeat(1, 1, 3)], dim=2)
 
         # spectral balance, MFCC, flux, loudness (relative to the clip's mean)
-        below_2k, below_5k = int(2000 / bin_hz) + 1, int((5000 if not TEL else BAND_HI) / bin_hz) + 1
-        lo_bin = max(above_hp, int(BAND_LO / bin_hz) + 1)
+        lo_bin, below_2k, below_top = (int(f / bin_hz) + 1 for f in (BAND_LO, 2000, BAND_HI))
         ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[:, lo_bin:below_2k].amax(1)], dim=2) + EPS) - \
-            10 * torch.log10(torch.stack([bands[..., 1], power[:, below_2k:below_5k].amax(1)], dim=2) + EPS)
+            10 * torch.log10(torch.stack([bands[..., 1], power[:, below_2k:below_top].amax(1)], dim=2) + EPS)
         bands = bands[..., :-1]
         mel_db = 10 * torch.log10(bands[..., 2:] + EPS)
         slopes = mel_db @ self.slopes
@@ -379,10 +371,10 @@ class VoiceFeatures(torch.nn.Module):
         contour_masks = torch.stack([voiced, valid], dim=1)
         q = _masked_quantiles(contours, contour_masks, self.quantiles)
         slope = _slopes(contours, contour_masks)
-        seconds = (valid.sum(1, keepdim=True) * (HOP / SAMPLE_RATE)).clamp_min(HOP / SAMPLE_RATE) if SPAN > 0 else lengths[:, None].to(dtype).clamp_min(1.0) / SAMPLE_RATE
+        seconds = (valid.sum(1, keepdim=True) * (HOP / SAMPLE_RATE)).clamp_min(HOP / SAMPLE_RATE)  # the span
         smooth = F.avg_pool1d(loudness.unsqueeze(1), PEAK_SMOOTH, 1, PEAK_SMOOTH // 2).squeeze(1)
         padded = F.pad(smooth, (1, 1))
-        peaks = (smooth > padded[:, :-2]) & (smooth >= padded[:, 2:]) & (smooth > 0.5)
+        peaks = (smooth > padded[:, :-2] + PEAK_MARGIN) & (smooth >= padded[:, 2:]) & (smooth > 0.5)
         onsets = voiced * (1 - F.pad(voiced[:, :-1], (1, 0)))
         return torch.cat([
             m_pitch, s_pitch / (m_pitch + EPS), q[:, 0], q[:, 0, 2:] - q[:, 0, :1], slope[:, 0],
