@@ -11,26 +11,41 @@ Every value is level-free: the clip is first scaled to unit RMS (after its DC of
 removed), and every threshold is relative to the clip itself, so the gain of the
 microphone chain changes nothing. Row ``b`` depends only on ``wave[b, :lengths[b]]``.
 
+The descriptors are made to survive a telephone line and background noise (the model is
+trained on clean audio and tested through ``phone`` and ``white:10``,
+:mod:`emovox.conditions`): everything spectral reads only the 300-3400 Hz telephone band,
+and a **noise floor** is removed first. Per mel band, the floor is the 10th percentile of
+the band's power over the clip's frames (at most half its mean, so a steady sound is not
+taken for noise); spread back over the bins, it is subtracted from every frame's power
+spectrum, which keeps at least a tenth of each bin's power. The clip's **span** runs from its
+first to its last frame more than 3 times above the floor (noise before and after speech
+does not count as pause); every functional and rate is taken over the span.
+
 One analysis frame (40 ms Hann window, 10 ms hop, 1024-point FFT) serves every descriptor:
 
-- **F0** from the normalised autocorrelation of the 0-4 kHz band, computed as a matmul of
-  the power spectrum with a cosine basis at log-spaced lags (1/3 semitone steps, 60-600 Hz),
-  divided by the window's own autocorrelation (Boersma 1993), with an octave cost and
-  parabolic refinement, then a 3-frame median; a frame is voiced when the peak exceeds 0.45
-  and the frame is less than 30 dB below the clip's loudest frame. HNR is
-  ``10 log10(r / (1 - r))`` of that peak (so it is the HNR of the 0-4 kHz band).
+- **F0** from the normalised autocorrelation of the 0-4 kHz band of the raw spectrum,
+  computed as a matmul of the power spectrum with a cosine basis at log-spaced lags (1/3
+  semitone steps, 60-600 Hz), divided by the window's own autocorrelation (Boersma 1993),
+  with an octave cost and parabolic refinement, then a 3-frame median; a frame is voiced
+  when the peak exceeds 0.45 and the frame (floor removed) is less than 30 dB below the
+  clip's loudest frame. HNR is ``10 log10(r / (1 - r))`` of that peak (so it is the HNR of
+  the 0-4 kHz band).
 - **Jitter and shimmer** from five successive glottal pulses from every third frame (the
   signal's maximum in each expected period, refined to a fraction of a sample): local jitter
   is the mean absolute difference of successive periods over their mean, local shimmer the
   same for the pulse amplitudes (peak to trough within the pulse's search window).
-- **Formants** F1-F3 every other frame from LPC (order 10, Levinson-Durbin) of the 0-5.5 kHz
-  band (selective linear prediction from the same power spectrum), the first three peaks of
-  the LPC envelope on a 43 Hz grid, refined by a parabola whose curvature gives the
-  bandwidth; H1-H2, H1-A3 and each formant's level re H1 from the strongest spectrum bin
-  near each harmonic and formant.
-- **Spectral balance** (alpha ratio, Hammarberg index) from the spectrum; slopes 0-500 and
-  500-1500 Hz, MFCC 1-4, flux (of the mel bands' shares of the frame's energy) and loudness
-  (the sum of mel band powers ** 0.3, divided by the clip's mean) from 26 HTK mel bands.
+- **Formants** F1-F3 every other frame from LPC (order 8, Levinson-Durbin) of the 0-4 kHz
+  band (selective linear prediction from the floor-removed power spectrum), the first three
+  peaks of the LPC envelope on a 31 Hz grid, refined by a parabola whose curvature gives the
+  bandwidth; H1-H2 and H1-A3 from the strongest spectrum bin near each harmonic and formant,
+  and each formant's level re the frame's level in the 300-3400 Hz mel bands (not re H1,
+  which a telephone line removes below 300 Hz).
+- **Spectral balance**: alpha ratio (300-1000 over 1000-3400 Hz) and Hammarberg index
+  (strongest bin in 300-2000 over 2000-3400 Hz) from the spectrum; slopes 300-1000 and
+  500-1500 Hz, MFCC 1-4 (DCT of the mel bands centred in 300-3400 Hz), flux (of those
+  bands' shares of their energy) and loudness (the sum of those bands' powers ** 0.3,
+  divided by the clip's mean) from 26 HTK mel bands; a loudness peak must rise 1 % of the
+  mean loudness above the frame before it.
 """
 
 from __future__ import annotations
@@ -173,7 +188,8 @@ def _bases() -> dict[str, np.ndarray]:
         "bands": bands.T, "dct": dct, "slopes": slopes, "spread": spread, "inband": inband.astype(float),
         # integer offsets: a pulse's first search window (one period), the next ones, parabola points, +-4 bins
         "first_span": np.arange(max_period + 1), "later_span": np.arange(math.ceil(2 * PULSE_SEARCH * max_period) + 1),
-        "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES), "floor_q": np.array([FLOOR_QUANTILE]),
+        "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES),
+        "floor_q": np.array([FLOOR_QUANTILE]),
     }
 
 
