@@ -346,7 +346,7 @@ class VoiceFeatures(torch.nn.Module):
         amplitude = 10 * torch.log10(torch.cat([around[:, :2, 3:6].amax(2), around[:, 2:].amax(2)], dim=1)
                                      + EPS).transpose(1, 2)
         # the frame's level (dB) over the in-band mel bands, a reference that a telephone line keeps
-        level = 10 * torch.log10((self.bands[2:2 + N_MELS] @ sparse).transpose(1, 2) @ self.inband.unsqueeze(1) + EPS)
+        level = 10 * torch.log10(bands[:, ::FORMANT_FRAME_STRIDE, 2:-1] @ self.inband.unsqueeze(1) + EPS)
         quality = torch.cat([amplitude[..., :1] - amplitude[..., 1:2], amplitude[..., :1] - amplitude[..., 4:],
                              formant_hz, bandwidth, amplitude[..., 2:] - level], dim=2)
         v_sparse = voiced[:, ::FORMANT_FRAME_STRIDE].unsqueeze(2)
