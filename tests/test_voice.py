@@ -168,3 +168,27 @@ def test_registered_as_the_voice_utterance_vector():
     assert UTTERANCE_DIMS["voice"] == len(NAMES) and all(c.shape == (len(NAMES), 1) for c in cols)
     (alone,) = run(VoiceFeatures(), y[:6000])
     np.testing.assert_allclose(cols[1][:, 0], list(alone.values()), rtol=1e-3, atol=1e-3)
+
+
+def test_spectral_descriptors_read_the_telephone_band(voice):
+    """Spectral balance, MFCC, flux and formant levels read only 300-3400 Hz: removing the
+    rest (a steep band-pass) moves each by less than 1.5 (dB, or MFCC units)."""
+    y = np.diff(train(160.0, 1.2, jitter=0.01)[0], prepend=0.0)
+    y = y + 0.01 * np.random.default_rng(6).standard_normal(len(y))
+    sos = scipy.signal.butter(8, [300, 3400], btype="bandpass", fs=SR, output="sos")
+    full, band = run(voice, y.astype(np.float32), scipy.signal.sosfiltfilt(sos, y).astype(np.float32))
+    # (the 300-1000 Hz slope is left out: the filter's skirt just above 300 Hz tilts it by ~2.5 dB/kHz)
+    for name in ("alpha_ratio_voiced_mean", "hammarberg_voiced_mean", "mfcc1_voiced_mean", "mfcc2_voiced_mean",
+                 "f1_amplitude_rel_level_mean"):
+        assert abs(full[name] - band[name]) < 1.5, (name, full[name], band[name])
+
+
+def test_noise_before_and_after_speech_is_cut(voice):
+    """A second of white noise 30 dB below a pulse train on either side: the span is the
+    pulse train's, so its rhythm and loudness functionals stay near the clean clip's."""
+    y = np.diff(train(150.0, 1.0, shimmer=0.05)[0], prepend=0.0).astype(np.float32)
+    noise = np.random.default_rng(7).standard_normal(SR).astype(np.float32) * np.sqrt(np.mean(y**2)) * 10 ** (-30 / 20)
+    (clean, padded) = run(voice, y, np.concatenate([noise, y + noise[: len(y)], noise]))
+    assert padded["voiced_fraction"] > 0.8 and abs(padded["voiced_fraction"] - clean["voiced_fraction"]) < 0.1
+    assert padded["unvoiced_segment_mean_s"] < 0.1
+    assert abs(padded["f0_mean"] - clean["f0_mean"]) < 0.2

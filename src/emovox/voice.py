@@ -11,26 +11,41 @@ Every value is level-free: the clip is first scaled to unit RMS (after its DC of
 removed), and every threshold is relative to the clip itself, so the gain of the
 microphone chain changes nothing. Row ``b`` depends only on ``wave[b, :lengths[b]]``.
 
+The descriptors are made to survive a telephone line and background noise (the model is
+trained on clean audio and tested through ``phone`` and ``white:10``,
+:mod:`emovox.conditions`): everything spectral reads only the 300-3400 Hz telephone band,
+and a **noise floor** is removed first. Per mel band, the floor is the 10th percentile of
+the band's power over the clip's frames (at most half its mean, so a steady sound is not
+taken for noise); spread back over the bins, it is subtracted from every frame's power
+spectrum, which keeps at least a tenth of each bin's power. The clip's **span** runs from its
+first to its last frame more than 3 times above the floor (noise before and after speech
+does not count as pause); every functional and rate is taken over the span.
+
 One analysis frame (40 ms Hann window, 10 ms hop, 1024-point FFT) serves every descriptor:
 
-- **F0** from the normalised autocorrelation of the 0-4 kHz band, computed as a matmul of
-  the power spectrum with a cosine basis at log-spaced lags (1/3 semitone steps, 60-600 Hz),
-  divided by the window's own autocorrelation (Boersma 1993), with an octave cost and
-  parabolic refinement, then a 3-frame median; a frame is voiced when the peak exceeds 0.45
-  and the frame is less than 30 dB below the clip's loudest frame. HNR is
-  ``10 log10(r / (1 - r))`` of that peak (so it is the HNR of the 0-4 kHz band).
+- **F0** from the normalised autocorrelation of the 0-4 kHz band of the raw spectrum,
+  computed as a matmul of the power spectrum with a cosine basis at log-spaced lags (1/3
+  semitone steps, 60-600 Hz), divided by the window's own autocorrelation (Boersma 1993),
+  with an octave cost and parabolic refinement, then a 3-frame median; a frame is voiced
+  when the peak exceeds 0.45 and the frame (floor removed) is less than 30 dB below the
+  clip's loudest frame. HNR is ``10 log10(r / (1 - r))`` of that peak (so it is the HNR of
+  the 0-4 kHz band).
 - **Jitter and shimmer** from five successive glottal pulses from every third frame (the
   signal's maximum in each expected period, refined to a fraction of a sample): local jitter
   is the mean absolute difference of successive periods over their mean, local shimmer the
   same for the pulse amplitudes (peak to trough within the pulse's search window).
-- **Formants** F1-F3 every other frame from LPC (order 10, Levinson-Durbin) of the 0-5.5 kHz
-  band (selective linear prediction from the same power spectrum), the first three peaks of
-  the LPC envelope on a 43 Hz grid, refined by a parabola whose curvature gives the
-  bandwidth; H1-H2, H1-A3 and each formant's level re H1 from the strongest spectrum bin
-  near each harmonic and formant.
-- **Spectral balance** (alpha ratio, Hammarberg index) from the spectrum; slopes 0-500 and
-  500-1500 Hz, MFCC 1-4, flux (of the mel bands' shares of the frame's energy) and loudness
-  (the sum of mel band powers ** 0.3, divided by the clip's mean) from 26 HTK mel bands.
+- **Formants** F1-F3 every other frame from LPC (order 8, Levinson-Durbin) of the 0-4 kHz
+  band (selective linear prediction from the floor-removed power spectrum), the first three
+  peaks of the LPC envelope on a 31 Hz grid, refined by a parabola whose curvature gives the
+  bandwidth; H1-H2 and H1-A3 from the strongest spectrum bin near each harmonic and formant,
+  and each formant's level re the frame's level in the 300-3400 Hz mel bands (not re H1,
+  which a telephone line removes below 300 Hz).
+- **Spectral balance**: alpha ratio (300-1000 over 1000-3400 Hz) and Hammarberg index
+  (strongest bin in 300-2000 over 2000-3400 Hz) from the spectrum; slopes 300-1000 and
+  500-1500 Hz, MFCC 1-4 (DCT of the mel bands centred in 300-3400 Hz), flux (of those
+  bands' shares of their energy) and loudness (the sum of those bands' powers ** 0.3,
+  divided by the clip's mean) from 26 HTK mel bands; a loudness peak must rise 1 % of the
+  mean loudness above the frame before it.
 """
 
 from __future__ import annotations
@@ -58,23 +73,29 @@ PULSES = 5  # glottal pulses located per voiced frame (4 periods, 3 period diffe
 PULSE_SEARCH = 0.25  # each next pulse is searched within this share of a period of its expected place
 PULSE_FRAME_STRIDE = 3  # pulses are located from every third frame (30 ms apart: about the span they cover)
 FORMANT_FRAME_STRIDE = 2  # formants and harmonic amplitudes are read every other frame (20 ms)
-LPC_ORDER = 10
-LPC_BAND_HZ = 5500.0  # formants are read from the 0-5.5 kHz band (effective rate 11 kHz)
+LPC_ORDER = 8
+LPC_BAND_HZ = 4000.0  # formants are read from the 0-4 kHz band (effective rate 8 kHz)
 LPC_LAG_WINDOW_HZ = 60.0  # Gaussian lag window (bandwidth broadening) for a stable LPC
 PRE_EMPHASIS = 0.97
-ENVELOPE_POINTS = 128  # LPC envelope grid over 0-5.5 kHz (43 Hz steps)
+ENVELOPE_POINTS = 128  # LPC envelope grid over 0-4 kHz (31 Hz steps)
 FORMANT_MIN_HZ = 90.0
 MAX_BANDWIDTH_HZ = 1000.0  # flatter envelope peaks are counted at this bandwidth
 N_MELS = 26  # HTK mel bands for loudness and MFCC
 N_MFCC = 4  # MFCC 1-4 (MFCC 0 is the level)
 LOUDNESS_POWER = 0.3  # specific loudness ~ band power ** 0.3 (Zwicker's law, roughly)
 PEAK_SMOOTH = 5  # frames of the moving average before counting loudness peaks
+PEAK_MARGIN = 0.01  # a loudness peak rises this much (re the clip's mean loudness) above the frame before it
 EPS = 1e-10
+BAND_LO, BAND_HI = 300.0, 3400.0  # Hz: spectral balance, MFCC, flux and loudness read this telephone band
+FLOOR_QUANTILE = 0.1  # each mel band's noise floor: this quantile of its power over the clip's frames
+FLOOR_CAP = 0.5  # ... at most this share of the band's mean power (a steady sound is not all noise)
+FLOOR_KEEP = 0.1  # spectral subtraction leaves at least this share of a bin's power
+SPAN_OVER_FLOOR = 3.0  # the clip runs from its first to its last frame this many times above the floor
 QUANTILES = (0.2, 0.5, 0.8)
 
 _VOICED_LLDS = ("jitter", "shimmer", "hnr", "h1h2", "h1a3")
 _FORMANTS = ("f1", "f2", "f3")
-_SPECTRAL = ("alpha_ratio", "hammarberg", "slope0_500", "slope500_1500",
+_SPECTRAL = ("alpha_ratio", "hammarberg", "slope300_1000", "slope500_1500",
              *(f"mfcc{i}" for i in range(1, N_MFCC + 1)), "flux")
 
 
@@ -85,7 +106,7 @@ def _names() -> tuple[str, ...]:
             "loudness_rise_mean", "loudness_rise_std", "loudness_fall_mean", "loudness_fall_std",
             "loudness_peaks_per_s", "loudness_voiced_mean", "loudness_unvoiced_mean"]
     voiced = [*_VOICED_LLDS, *(f"{f}_hz" for f in _FORMANTS), *(f"{f}_bandwidth" for f in _FORMANTS),
-              *(f"{f}_amplitude_rel_h1" for f in _FORMANTS)]
+              *(f"{f}_amplitude_rel_level" for f in _FORMANTS)]
     stats = [f"{n}_{s}" for n in voiced for s in ("mean", "std")]
     spectral = [f"{n}_{s}" for n in _SPECTRAL for s in ("voiced_mean", "voiced_std", "unvoiced_mean")]
     rhythm = ["voiced_fraction", "voiced_segments_per_s", "voiced_segment_mean_s", "voiced_segment_std_s",
@@ -137,13 +158,18 @@ def _bases() -> dict[str, np.ndarray]:
     edges = 700.0 * (10 ** (np.linspace(_hz_to_mel(20.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2) / 2595) - 1)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     mel = np.maximum(0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid))).T
-    alpha = np.stack([(freqs >= 50) & (freqs < 1000), (freqs >= 1000) & (freqs < 5000)], axis=1)
-    k = np.arange(N_MELS)
-    dct = np.sqrt(2.0 / N_MELS) * np.cos(np.pi / N_MELS * (k[:, None] + 0.5) * np.arange(1, N_MFCC + 1))
+    alpha = np.stack([(freqs >= BAND_LO) & (freqs < 1000), (freqs >= 1000) & (freqs < BAND_HI)], axis=1)
+    inband = (mid[:, 0] >= BAND_LO) & (mid[:, 0] <= BAND_HI)
+    n_in = int(inband.sum())
+    k = np.arange(n_in)
+    dct = np.zeros((N_MELS, N_MFCC))
+    dct[inband] = np.sqrt(2.0 / n_in) * np.cos(np.pi / n_in * (k[:, None] + 0.5) * np.arange(1, N_MFCC + 1))
+    # noise floor of each mel band spread back over the bins (triangular interpolation)
+    spread = mel.T / np.maximum(mel.sum(0), 1e-3)[:, None] / np.maximum(mel.sum(1), 1e-3)[None, :]
     dct *= math.log(10) / 10  # applied to band levels in dB, gives the MFCC of natural-log energies
     # spectral slopes: regression of the mel bands' levels (dB, harmonics smoothed out) on their centres
     slopes = np.zeros((N_MELS, 2))
-    for col, (a, b) in enumerate(((0, 500), (500, 1500))):
+    for col, (a, b) in enumerate(((BAND_LO, 1000), (500, 1500))):
         inside = (mid[:, 0] >= a) & (mid[:, 0] <= b)
         f = mid[inside, 0] / 1000.0  # kHz: slopes in dB / kHz
         slopes[inside, col] = (f - f.mean()) / ((f - f.mean()) ** 2).sum()
@@ -159,10 +185,11 @@ def _bases() -> dict[str, np.ndarray]:
         "lpc_basis": lpc_acf.T, "lpc_shift": shift.reshape(LPC_ORDER + 1, -1), "lpc_flip": flip,
         "env_basis": np.concatenate([np.cos(phase), np.sin(phase)], axis=1),
         "formant_range": env_hz[1:-1] >= FORMANT_MIN_HZ, "peak_rank": np.arange(1.0, 4.0)[:, None],
-        "bands": bands.T, "dct": dct, "slopes": slopes,
+        "bands": bands.T, "dct": dct, "slopes": slopes, "spread": spread, "inband": inband.astype(float),
         # integer offsets: a pulse's first search window (one period), the next ones, parabola points, +-4 bins
         "first_span": np.arange(max_period + 1), "later_span": np.arange(math.ceil(2 * PULSE_SEARCH * max_period) + 1),
         "three": np.arange(-1, 2), "nine": np.arange(-4, 5), "quantiles": np.array(QUANTILES),
+        "floor_q": np.array([FLOOR_QUANTILE]),
     }
 
 
@@ -268,15 +295,28 @@ class VoiceFeatures(torch.nn.Module):
         # frame t's window is centred on sample t * HOP; N // HOP + 1 frames
         spec = torch.stft(F.pad(x, (WIN // 2, N_FFT - WIN // 2)), N_FFT, hop_length=HOP, window=self.window,
                           center=False, return_complex=False)
-        power = spec[..., 0].square() + spec[..., 1].square()  # (B, bins, T), never transposed
+        raw = spec[..., 0].square() + spec[..., 1].square()  # (B, bins, T), never transposed
+        valid = (torch.arange(raw.shape[2], device=wave.device) * HOP < lengths[:, None]).to(dtype)
+        # noise floor: per mel band, a low quantile of its power over the clip (at most a share of its
+        # mean), spread back over the bins and subtracted from every frame (pitch and HNR read `raw`)
+        mel_raw = self.bands[2:2 + N_MELS] @ raw
+        floor = _masked_quantiles(mel_raw, valid.unsqueeze(1).expand_as(mel_raw), self.floor_q)[..., 0]
+        mean_band = (mel_raw * valid.unsqueeze(1)).sum(2) / valid.sum(1, keepdim=True).clamp_min(1.0)
+        floor = torch.minimum(floor, FLOOR_CAP * mean_band)  # (B, N_MELS)
+        power = torch.maximum(raw - (floor @ self.spread).unsqueeze(2), FLOOR_KEEP * raw)
+        # the clip's span: from its first to its last frame well above the floor (noise before and after is cut)
+        active = valid * (mel_raw.sum(1) > torch.minimum(SPAN_OVER_FLOOR * floor.sum(1, keepdim=True),
+                                                          FLOOR_CAP * mean_band.sum(1, keepdim=True))).to(dtype)
+        after_first = torch.cumsum(active, dim=1) > 0
+        before_last = (active.sum(1, keepdim=True) - torch.cumsum(active, dim=1) + active) > 0
+        valid = valid * (after_first & before_last).to(dtype)
         # alpha ratio bands, mel bands, total energy: (B, T, 2 + N_MELS + 1), high-passed
         bands = (self.bands @ power).transpose(1, 2)
-        valid = (torch.arange(power.shape[2], device=wave.device) * HOP < lengths[:, None]).to(dtype)
         energy = bands[..., -1]
         loud_enough = energy > energy.amax(1, keepdim=True) * 10 ** (SILENCE_DB / 10)
 
         # pitch and HNR: normalised autocorrelation of the 0-4 kHz band at log-spaced lags
-        acf = (self.pitch_basis @ power[:, : self.pitch_basis.shape[1]]).transpose(1, 2)
+        acf = (self.pitch_basis @ raw[:, : self.pitch_basis.shape[1]]).transpose(1, 2)
         r = acf[..., :-1] / (acf[..., -1:] + EPS) / self.window_acf
         scored = r + self.octave_cost
         best = scored.argmax(2, keepdim=True).clamp(1, r.shape[2] - 2) + self.three
@@ -305,22 +345,25 @@ class VoiceFeatures(torch.nn.Module):
         around = torch.gather(sparse, 1, near.flatten(1, 2)).unflatten(1, near.shape[1:3])  # (B, 5, 9, T)
         amplitude = 10 * torch.log10(torch.cat([around[:, :2, 3:6].amax(2), around[:, 2:].amax(2)], dim=1)
                                      + EPS).transpose(1, 2)
+        # the frame's level (dB) over the in-band mel bands, a reference that a telephone line keeps
+        level = 10 * torch.log10(bands[:, ::FORMANT_FRAME_STRIDE, 2:-1] @ self.inband.unsqueeze(1) + EPS)
         quality = torch.cat([amplitude[..., :1] - amplitude[..., 1:2], amplitude[..., :1] - amplitude[..., 4:],
-                             formant_hz, bandwidth, amplitude[..., 2:] - amplitude[..., :1]], dim=2)
+                             formant_hz, bandwidth, amplitude[..., 2:] - level], dim=2)
         v_sparse = voiced[:, ::FORMANT_FRAME_STRIDE].unsqueeze(2)
         quality_mask = torch.cat([v_sparse, v_sparse * found[..., 2:], (v_sparse * found).repeat(1, 1, 3)], dim=2)
 
         # spectral balance, MFCC, flux, loudness (relative to the clip's mean)
-        below_2k, below_5k = int(2000 / bin_hz) + 1, int(5000 / bin_hz) + 1
-        ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[:, above_hp:below_2k].amax(1)], dim=2) + EPS) - \
-            10 * torch.log10(torch.stack([bands[..., 1], power[:, below_2k:below_5k].amax(1)], dim=2) + EPS)
+        lo_bin, below_2k, below_top = (int(f / bin_hz) + 1 for f in (BAND_LO, 2000, BAND_HI))
+        ratios = 10 * torch.log10(torch.stack([bands[..., 0], power[:, lo_bin:below_2k].amax(1)], dim=2) + EPS) - \
+            10 * torch.log10(torch.stack([bands[..., 1], power[:, below_2k:below_top].amax(1)], dim=2) + EPS)
         bands = bands[..., :-1]
         mel_db = 10 * torch.log10(bands[..., 2:] + EPS)
         slopes = mel_db @ self.slopes
         mfcc = mel_db @ self.dct
-        shape = bands[..., 2:] / (bands[..., 2:].sum(2, keepdim=True) + EPS)  # mel-band energy shares
+        inb = bands[..., 2:] * self.inband
+        shape = inb / (inb.sum(2, keepdim=True) + EPS)  # mel-band energy shares
         flux = F.pad((shape[:, 1:] - shape[:, :-1]).abs().sum(2), (1, 0)).unsqueeze(2)
-        loudness = (bands[..., 2:] + EPS).pow(LOUDNESS_POWER).sum(2) * valid
+        loudness = ((bands[..., 2:] + EPS).pow(LOUDNESS_POWER) * self.inband).sum(2) * valid
         loudness = (loudness / (loudness.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1.0) + EPS))
 
         # functionals over frames: one masked pass for every mean and std
@@ -344,10 +387,10 @@ class VoiceFeatures(torch.nn.Module):
         contour_masks = torch.stack([voiced, valid], dim=1)
         q = _masked_quantiles(contours, contour_masks, self.quantiles)
         slope = _slopes(contours, contour_masks)
-        seconds = lengths[:, None].to(dtype).clamp_min(1.0) / SAMPLE_RATE
+        seconds = (valid.sum(1, keepdim=True) * (HOP / SAMPLE_RATE)).clamp_min(HOP / SAMPLE_RATE)  # the span
         smooth = F.avg_pool1d(loudness.unsqueeze(1), PEAK_SMOOTH, 1, PEAK_SMOOTH // 2).squeeze(1)
         padded = F.pad(smooth, (1, 1))
-        peaks = (smooth > padded[:, :-2]) & (smooth >= padded[:, 2:]) & (smooth > 0.5)
+        peaks = (smooth > padded[:, :-2] + PEAK_MARGIN) & (smooth >= padded[:, 2:]) & (smooth > 0.5)
         onsets = voiced * (1 - F.pad(voiced[:, :-1], (1, 0)))
         return torch.cat([
             m_pitch, s_pitch / (m_pitch + EPS), q[:, 0], q[:, 0, 2:] - q[:, 0, :1], slope[:, 0],
