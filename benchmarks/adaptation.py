@@ -8,7 +8,8 @@ Usage::
 
 For each corpus held out in turn (4 classes: angry, happy, neutral, sad), two heads are
 trained on the other three with the config's recipe: the *single-clip* head on the vectors
-as they are, the *adapted* head on vectors z-scored per training speaker. Every clip of the
+as they are, the *adapted* head on vectors centred per training speaker and divided by the
+training speakers' typical spread (only the mean moves with the speaker). Every clip of the
 held-out corpus is then scored:
 
 - ``one clip``: the single-clip head, nothing else known;
@@ -122,12 +123,14 @@ def main() -> None:
     dvec = vector_slices(parts)["dvector"]
     corpus = np.array([u.corpus for u in ds.utterances])
     priors = [float(k) for k in args.priors.split(",")]
-    heads = {"single": model_inputs(ds, speaker_norm=False), "adapted": model_inputs(ds, speaker_norm=True)}
     table: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     for held in CORPORA:
         test, train_idx = np.flatnonzero(corpus == held), np.flatnonzero(corpus != held)
         fit_idx, val_idx = validation_split(train_idx, ds.speakers, fraction=cfg.val_fraction, seed=cfg.seed)
+        prior_base = Prior.of([ds.features[i] for i in fit_idx], [ds.speakers[i] for i in fit_idx], frames=0)
+        heads = {"single": model_inputs(ds, speaker_norm=False),
+                 "adapted": model_inputs(ds, speaker_norm=True, spread=prior_base.std)}
         nets = {}
         for name, (feats, augmented) in heads.items():
             nets[name] = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=frames, cfg=cfg,
@@ -137,7 +140,6 @@ def main() -> None:
 
         single = score_features(nets["single"], raw, frames).argmax(1)
         table.setdefault("one clip", {})[held] = scores(y, single, len(ds.labels)).ua
-        prior_base = Prior.of([ds.features[i] for i in train_idx], [ds.speakers[i] for i in train_idx], frames=0)
         rng = np.random.default_rng(0)
         scenarios = adaptation_sets(speakers, y, ds.labels, rng)
         for rec in recordings(speakers, rng):

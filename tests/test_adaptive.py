@@ -5,7 +5,7 @@ import pytest
 
 from emovox import experiment, models
 from emovox.features import FeatureConfig
-from emovox.normalize import Prior, Stats
+from emovox.normalize import Prior, Stats, by_speaker
 from emovox.predict import Predictor, score_features
 from emovox.settings import Settings
 from emovox.train import TrainConfig
@@ -63,13 +63,22 @@ def test_a_single_clip_adapts_toward_the_prior_instead_of_failing(adaptive_run):
     assert np.isfinite(mean).all() and (std > 0).all()
 
 
-def test_shrinkage_moves_from_the_prior_to_the_speaker_as_audio_grows():
+def test_shrinkage_moves_the_mean_from_the_prior_to_the_speaker_as_audio_grows_and_keeps_the_spread():
     rng = np.random.default_rng(0)
     prior = Prior(np.zeros(3), np.ones(3), frames=10)
     feats = [rng.normal(5.0, 2.0, (3, 1)) for _ in range(1000)]
     few, many = Stats.of(feats[:2]).moments(prior), Stats.of(feats).moments(prior)
-    assert np.all(np.abs(few[0]) < 2.0) and np.allclose(many[0], 5.0, atol=0.3) and np.allclose(many[1], 2.0, atol=0.2)
+    assert np.all(np.abs(few[0]) < 2.0) and np.allclose(many[0], 5.0, atol=0.3)
+    # a speaker's own spread is as skewed as their audio: the prior's is kept
+    assert np.array_equal(few[1], prior.std) and np.array_equal(many[1], prior.std)
     assert np.allclose(Stats().moments(prior)[0], 0.0) and np.allclose(Stats().moments(prior)[1], 1.0)
+
+
+def test_by_speaker_with_a_spread_centres_each_speaker_and_divides_by_it():
+    feats = [np.array([[1.0, 3.0]]), np.array([[5.0, 9.0]])]
+    out = by_speaker(feats, ["a", "b"], spread=np.array([2.0]))
+    np.testing.assert_allclose(out[0], [[-0.5, 0.5]], atol=1e-4)
+    np.testing.assert_allclose(out[1], [[-1.0, 1.0]], atol=1e-4)
 
 
 def test_the_onnx_backend_scores_both_heads_like_torch(adaptive_run):

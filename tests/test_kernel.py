@@ -58,3 +58,16 @@ def test_kernel_machine_learns_a_nonlinear_boundary():
         torch.nn.functional.cross_entropy(net(xt), torch.from_numpy(y)).backward()
         opt.step()
     assert (net(xt).argmax(1).numpy() == y).mean() > 0.9
+
+
+def test_clipping_keeps_one_wild_value_from_erasing_a_view():
+    x = torch.randn(30, 6, 1)
+    wild = x[:1].clone()
+    wild[0, 0, 0] = 50.0  # one descriptor thrown far off by the channel
+    kernels = []
+    for clip in (None, 3.0):
+        km = KernelMachine(6, 1, 2, landmarks=30, clip=clip)
+        km.init_from_data(x)
+        kernels.append(km._kernel(wild.mean(2), 0))
+    assert kernels[0].max() < 1e-20 < 1e-3 < kernels[1].max()
+    assert torch.isfinite(kernels[1]).all()

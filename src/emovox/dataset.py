@@ -99,11 +99,13 @@ def _relabel(u: Utterance, label: str) -> Utterance:
     return u if u.label == label else Utterance(u.path, label, u.speaker, u.corpus, u.meta)
 
 
-def model_inputs(ds: Dataset, *, speaker_norm: bool) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+def model_inputs(ds: Dataset, *, speaker_norm: bool, spread: np.ndarray | None = None
+                 ) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
     """The features the model sees, and those of the augmented copies: with ``speaker_norm``
     (:attr:`emovox.settings.Settings.speaker_norm`), z-scored per speaker (each copy with its
-    own statistics, as a new speaker would be)."""
+    own statistics, as a new speaker would be), or with ``spread`` centred per speaker and
+    divided by it (an adaptive model's second head, :func:`emovox.normalize.by_speaker`)."""
     if not speaker_norm:
         return ds.features, ds.augmented
-    return (normalize.by_speaker(ds.features, ds.speakers),
-            [normalize.by_speaker(feats, ds.speakers) for feats in ds.augmented])
+    return (normalize.by_speaker(ds.features, ds.speakers, spread=spread),
+            [normalize.by_speaker(feats, ds.speakers, spread=spread) for feats in ds.augmented])

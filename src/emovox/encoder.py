@@ -23,7 +23,7 @@ from torch import nn
 from emovox.device import resolve
 
 PARTS = ("voice", "dvector", "dvector_layers")  # the utterance vectors computed here
-VERSION = 3  # raise with any change to what these vectors are: feature caches key on it
+VERSION = 4  # raise with any change to what these vectors are: feature caches key on it
 BATCH = 16  # clips per forward pass when extracting (sorted by length, so little padding)
 TRIM_FRAME, TRIM_HOP = 512, 256  # samples: librosa.effects.trim's frames at 16 kHz
 # the front end's STFTs return real (re, im) pairs: ONNX's STFT has no complex type

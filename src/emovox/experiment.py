@@ -52,9 +52,12 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
         raise ConfigError("adapt_prior trains a speaker-normalised head beside the single-clip one itself",
                           fix="turn speaker_norm off")
     heads = {"single": False, "adapted": True} if adaptive else {"model": speaker_norm}
+    # the adapted head reads features centred per speaker and divided by the training speakers' spread
+    prior = (Prior.of([ds.features[i] for i in fit_idx], [ds.speakers[i] for i in fit_idx], frames=train.adapt_prior)
+             if adaptive else None)
     trained, figures = {}, {}
     for head, normed in heads.items():
-        feats, augmented = model_inputs(ds, speaker_norm=normed)
+        feats, augmented = model_inputs(ds, speaker_norm=normed, spread=prior.std if adaptive else None)
         result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
                      cfg=train, groups=ds.groups, augmented=augmented, progress=progress, description=head,
                      checkpoint_dir=out / head if adaptive else out)
@@ -67,7 +70,7 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     metrics = {"name": run_name(train, features, ds, speaker_norm=speaker_norm), **next(iter(figures.values())),
                "validation_speakers": sorted({ds.speakers[i] for i in val_idx}), "n_train": len(fit_idx),
                "skipped": ds.skipped, **(figures if adaptive else {})}
-    model = _adaptive(ds, trained, fit_idx, features, train) if adaptive else trained["model"]
+    model = _adaptive(ds, trained, prior, features, train) if adaptive else trained["model"]
     metrics["ranks"] = {"world_size": distributed.world(), "weights_sha256": distributed.gather(_weights_digest(model))}
     if distributed.is_main():
         spec = model_spec(ds, features, train, model, speaker_norm=speaker_norm)
@@ -79,7 +82,7 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     return metrics
 
 
-def _adaptive(ds: Dataset, heads: dict, fit_idx: np.ndarray, features: FeatureConfig,
+def _adaptive(ds: Dataset, heads: dict, prior: Prior, features: FeatureConfig,
               train: TrainConfig) -> models.Adaptive:
     """The two trained heads as one :class:`~emovox.models.Adaptive` model, its prior the
     statistics of the training speakers (validation speakers left out)."""
@@ -88,7 +91,6 @@ def _adaptive(ds: Dataset, heads: dict, fit_idx: np.ndarray, features: FeatureCo
                             prior_frames=train.adapt_prior)
     model.single.load_state_dict(heads["single"].state_dict())
     model.adapted.load_state_dict(heads["adapted"].state_dict())
-    prior = Prior.of([ds.features[i] for i in fit_idx], [ds.speakers[i] for i in fit_idx], frames=train.adapt_prior)
     model.prior_mean.copy_(torch.from_numpy(prior.mean))
     model.prior_std.copy_(torch.from_numpy(prior.std))
     return model.eval()

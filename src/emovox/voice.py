@@ -202,7 +202,7 @@ def _masked_stats(x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var.sqrt()
 
 
-def _masked_quantiles(x: Tensor, w: Tensor, q: Tensor) -> Tensor:
+def masked_quantiles(x: Tensor, w: Tensor, q: Tensor) -> Tensor:
     """Quantiles ``q`` (in [0, 1]) of ``x`` ``(B, K, T)`` over the frames where ``w`` is 1
     (linear interpolation, as numpy); 0 where the mask is empty: ``(B, K, len(q))``."""
     n = w.sum(2, keepdim=True)
@@ -300,7 +300,7 @@ class VoiceFeatures(torch.nn.Module):
         # noise floor: per mel band, a low quantile of its power over the clip (at most a share of its
         # mean), spread back over the bins and subtracted from every frame (pitch and HNR read `raw`)
         mel_raw = self.bands[2:2 + N_MELS] @ raw
-        floor = _masked_quantiles(mel_raw, valid.unsqueeze(1).expand_as(mel_raw), self.floor_q)[..., 0]
+        floor = masked_quantiles(mel_raw, valid.unsqueeze(1).expand_as(mel_raw), self.floor_q)[..., 0]
         mean_band = (mel_raw * valid.unsqueeze(1)).sum(2) / valid.sum(1, keepdim=True).clamp_min(1.0)
         floor = torch.minimum(floor, FLOOR_CAP * mean_band)  # (B, N_MELS)
         power = torch.maximum(raw - (floor @ self.spread).unsqueeze(2), FLOOR_KEEP * raw)
@@ -385,7 +385,7 @@ class VoiceFeatures(torch.nn.Module):
         m_voiced, s_voiced = torch.cat([p_mean, m_hnr, q_mean], dim=1), torch.cat([p_std, s_hnr, q_std], dim=1)
         contours = torch.stack([semitones, loudness], dim=1)
         contour_masks = torch.stack([voiced, valid], dim=1)
-        q = _masked_quantiles(contours, contour_masks, self.quantiles)
+        q = masked_quantiles(contours, contour_masks, self.quantiles)
         slope = _slopes(contours, contour_masks)
         seconds = (valid.sum(1, keepdim=True) * (HOP / SAMPLE_RATE)).clamp_min(HOP / SAMPLE_RATE)  # the span
         smooth = F.avg_pool1d(loudness.unsqueeze(1), PEAK_SMOOTH, 1, PEAK_SMOOTH // 2).squeeze(1)

@@ -31,11 +31,16 @@ class KernelMachine(nn.Module):
         ``1 / (stop - start)``, scikit-learn's ``"scale"`` for standardised inputs.
     landmarks : int
         Training utterances each view is compared with.
+    clip : float, optional
+        Standardised inputs (and landmarks) are clipped to ``[-clip, clip]`` first, so one
+        value far outside the training range (a descriptor a telephone line or noise throws
+        off) cannot drive a whole view's kernel to zero (default: no clipping).
     """
 
     def __init__(self, n_features: int, n_frames: int, n_classes: int, *, views: list | None = None,
-                 landmarks: int = 500):
+                 landmarks: int = 500, clip: float | None = None):
         super().__init__()
+        self.clip = clip
         self.views = [tuple(int(v) for v in view) for view in (views or [[0, n_features]])]
         if any(not 0 <= a < b <= n_features for a, b in self.views):
             raise ValueError(f"views {self.views} must be slices of the {n_features} input features")
@@ -47,9 +52,12 @@ class KernelMachine(nn.Module):
     def _kernel(self, x: torch.Tensor, i: int) -> torch.Tensor:
         a, b = self.views[i]
         landmarks = getattr(self, f"landmarks_{i}")
-        x = x[:, a:b]
+        x = self._clipped(x[:, a:b])
         sq = x.square().sum(1, keepdim=True) + landmarks.square().sum(1) - 2 * x @ landmarks.T  # |x - l|^2
         return torch.exp(-sq.clamp_min(0) / (b - a))
+
+    def _clipped(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.clip is None else x.clamp(-self.clip, self.clip)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, *, seed: int = 0) -> None:
@@ -60,7 +68,7 @@ class KernelMachine(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         pick = torch.randperm(len(x), generator=gen)[:n] if len(x) >= n else torch.randint(len(x), (n,), generator=gen)
         for i, (a, b) in enumerate(self.views):
-            getattr(self, f"landmarks_{i}").copy_(x[pick, a:b])
+            getattr(self, f"landmarks_{i}").copy_(self._clipped(x[pick, a:b]))
             vals, vecs = torch.linalg.eigh(self._kernel(x[pick], i).double())
             keep = vals > EIG_FLOOR * vals.max()
             inv_sqrt = torch.where(keep, vals.clamp_min(EIG_FLOOR).rsqrt(), torch.zeros_like(vals))
