@@ -147,6 +147,7 @@ def front_end_parts(clip: np.ndarray, repeats: int = 15) -> None:
     with torch.inference_mode():
         for name, fn in parts.items():
             print(f"| {name} | {_timed(fn, repeats)[1]:.1f} |", flush=True)
+    torch.set_num_threads(os.cpu_count() or 1)  # what follows runs on every core, as users' runs do
 
 
 LONG_PREDICT = """
