@@ -81,11 +81,12 @@ class TrainConfig:
         Autocast precision on CUDA (``auto``: bf16 where the GPU has it, else fp32; fp16
         scales the loss). The CPU computes in fp32 and refuses bf16/fp16.
     adapt_prior : float, optional
-        Also train a head on features z-scored per speaker, and save both heads as one
+        Also train a head on features centred per speaker (divided by the training
+        speakers' typical spread), and save both heads as one
         model that reads a single clip as it is and adapts when given a speaker's audio
         (:class:`emovox.models.Adaptive`). The value is how many frames (utterances, for
         utterance vectors) of a new speaker weigh as much as the training speakers'
-        typical statistics, toward which the new speaker's are shrunk.
+        typical mean, toward which the new speaker's is shrunk.
     """
 
     model: str = "cnn"

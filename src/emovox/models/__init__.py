@@ -59,10 +59,10 @@ class Adaptive(nn.Module):
     """Two heads over the same features, for one clip or for a speaker's audio.
 
     ``single`` reads a clip's features as they are: what a clip of an unknown speaker gets.
-    ``adapted`` reads them z-scored with a speaker's (or recording's) statistics, learnt
-    from unlabelled audio and shrunk toward the training speakers' typical statistics
-    (``prior_mean``, ``prior_std``) by ``prior_frames`` pseudo-frames
-    (:class:`emovox.normalize.Prior`). Called as a module, it is the single-clip head, so
+    ``adapted`` reads them less a speaker's (or recording's) mean, learnt from unlabelled
+    audio and shrunk toward the training speakers' typical mean (``prior_mean``) by
+    ``prior_frames`` pseudo-frames, divided by the training speakers' typical spread
+    (``prior_std``; :class:`emovox.normalize.Prior`). Called as a module, it is the single-clip head, so
     every path that scores a clip (ONNX export included) needs nothing else.
     """
 
