@@ -190,7 +190,6 @@ class DVectors(nn.Module):
         d = assign @ (e * span[:, None].to(h.dtype))
         return d / d.norm(dim=1, keepdim=True).clamp_min(1e-8), layer_means
 
-
     def _power(self, wave: torch.Tensor) -> torch.Tensor:
         """Power STFT ``(B, 201, frames)``, centred frames with zero padding (librosa's)."""
         if torch.onnx.is_in_onnx_export():

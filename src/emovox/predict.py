@@ -97,7 +97,7 @@ class Predictor:
             adapted, prior = model.adapted, _prior(model)
             model = model.single
         self.model = model
-        self.adapted_model = adapted  # reads features less a speaker's mean (shrunk toward the prior's), over the prior's spread
+        self.adapted_model = adapted  # reads features less a speaker's (shrunk) mean, over the prior's spread
         self.prior = prior
         self.spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
         self.labels: list[str] = list(self.spec.labels)
