@@ -142,10 +142,10 @@ class DVectors(nn.Module):
     one core instead of 12, benchmarks/inference.py); the d-vector is the normalised,
     length-weighted mean of the pieces' embeddings, and the layer means and spreads are the
     mean and standard deviation of each LSTM layer's output over all frames of the clip (how
-    much the voice moves within the clip: leave one corpus out, they lifted Amharic held out
-    the most, docs/benchmarks.md). Row ``b`` depends on ``wave[b,
-    :lengths[b]]`` only (frames past a clip's end are masked; an LSTM never looks
-    ahead), the code is pure tensor code (it runs on any device and exports to ONNX).
+    much the voice moves within the clip: leave one corpus out, they lifted every held-out
+    corpus, docs/benchmarks.md). Row ``b`` depends on ``wave[b, :lengths[b]]`` only (frames
+    past a clip's end are masked; an LSTM never looks ahead), the code is pure tensor code
+    (it runs on any device and exports to ONNX).
     """
 
     def __init__(self, weights: str | None = None):
