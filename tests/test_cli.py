@@ -123,6 +123,19 @@ def test_predict_and_timeline_take_folders(tiny_run, tmp_path):
     assert pngs == ["A.png", "b.png", "sub/a.png"]
 
 
+def test_classes_option_reports_only_those_classes(tiny_run, tmp_path):
+    clip = write(tmp_path / "one.wav", tone(PITCH["happy"], 1.5, 16000), 16000)
+    r = run("predict", "--model", tiny_run, "--format", "json", "--classes", "happy,neutral", clip)
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)
+    assert list(row["scores"]) == ["neutral", "happy"] and abs(sum(row["scores"].values()) - 1) < 1e-4
+    r = run("timeline", "--model", tiny_run, "--format", "csv", "--vad", "energy", "--classes", "sad", clip)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "start,end,speaker,adapted,label,sad"
+    r = run("predict", "--model", tiny_run, "--classes", "happy,fearful", clip)
+    assert r.exit_code == 2 and "no class fearful" in r.output
+
+
 def test_a_path_that_is_neither_file_nor_folder_says_what_it_is(tmp_path):
     os.mkfifo(tmp_path / "pipe")
     for command in ("predict", "timeline"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emovox.errors import AudioError, CheckpointError
+from emovox.errors import AudioError, CheckpointError, ConfigError
 from emovox.predict import Predictor
 from emovox.segment import VadConfig
 
@@ -45,6 +45,20 @@ def test_path_array_tuple_and_list(predictor, tmp_path):
     batch = predictor.predict([path, (y, 16000), str(path)])
     assert isinstance(batch, list) and len(batch) == 3
     assert all(b["label"] == by_path["label"] for b in batch)
+
+
+def test_only_some_classes_renormalises_their_scores_and_names_unknown_ones(tiny_run):
+    p = Predictor.load(tiny_run)
+    y = (tone(PITCH["sad"], 1.5, 16000), 16000)
+    full = p.predict(y)["scores"]
+    kept = p.only(["Angry", " sad", ""]).predict(y)
+    _check(kept, ["sad", "angry"], 1.5)  # the model's order, whatever the order asked
+    total = full["sad"] + full["angry"]
+    assert kept["scores"] == pytest.approx({"sad": full["sad"] / total, "angry": full["angry"] / total}, abs=1e-5)
+    assert p.labels == ["sad", "angry"]
+    with pytest.raises(ConfigError, match="no class fearful.*choose among neutral, happy, sad, angry"):
+        p.only(["sad", "fearful"])
+    assert p.only([]).predict(y)["scores"] == full  # back to every class
 
 
 def test_odd_rate_and_stereo_match_mono_16k(predictor, tmp_path):

@@ -126,6 +126,14 @@ def test_predict_upload(client):
     assert body["adapted"] is False and body["quality"]["clipping"] == 0.0 and body["quality"]["speech_s"] > 1.0
 
 
+def test_a_service_of_some_classes_labels_and_scores_only_those(tiny_run):
+    with TestClient(create_app(Predictor.load(tiny_run).only(["angry", "sad"]))) as c:
+        assert c.get("/v1/labels").json() == {"labels": ["sad", "angry"]}
+        r = c.post("/v1/predict", files={"file": ("a.wav", wav_bytes(tone(PITCH["angry"], 1.5, 16000), 16000, "WAV"))})
+        assert r.status_code == 200, r.text
+        assert list(r.json()["scores"]) == ["sad", "angry"] and abs(sum(r.json()["scores"].values()) - 1) < 1e-4
+
+
 def test_timeline_upload(client):
     sr = 16000
     y = np.concatenate([np.zeros(sr, np.float32), tone(PITCH["sad"], 2.0, sr), np.zeros(sr, np.float32)])

@@ -206,15 +206,19 @@ Backend = Annotated[str, typer.Option("--backend", help="torch or onnx.")]
 AdaptFrom = Annotated[list[Path] | None, typer.Option(
     "--adapt-from", help="Unlabelled audio of the speaker or setting, a file or a folder (repeatable): the model "
                          "adapts to its statistics.")]
+Classes = Annotated[str | None, typer.Option(
+    "--classes", help="Comma-separated classes of the model to report (e.g. angry,happy,neutral,sad when the "
+                      "audio holds no other): their scores renormalised, the label the likeliest of them.")]
 
 
 def _predictor(model: Path | None, backend: str = "torch", adapt_from: list[Path] | None = None,
-               device: str = "auto", *, adapting: bool = False):
-    """The model, adapted to the ``--adapt-from`` audio if any; ``adapting``: some ``--adapt*``
-    option asks for adaptation, which a model that cannot adapt refuses (exit code 2)."""
+               device: str = "auto", *, adapting: bool = False, classes: str | None = None):
+    """The model, reporting ``--classes`` only, adapted to the ``--adapt-from`` audio if any;
+    ``adapting``: some ``--adapt*`` option asks for adaptation, which a model that cannot
+    adapt refuses (exit code 2)."""
     from emovox.predict import Predictor
 
-    predictor = Predictor.load(model, backend=backend, device=device)
+    predictor = Predictor.load(model, backend=backend, device=device).only((classes or "").split(","))
     if (adapting or adapt_from) and not predictor.can_adapt:
         raise EmovoxError("this model cannot adapt to a speaker (it was trained without speaker normalisation)",
                           fix="drop the --adapt options, or use a model trained with --speaker-norm")
@@ -237,7 +241,7 @@ def predict(paths: Annotated[list[Path], typer.Argument(help="Audio files, or fo
             adapt_by: Annotated[str | None, typer.Option(
                 "--adapt-by", help="folder: adapt to each parent folder's files apart (one folder per speaker "
                                    "or session).")] = None,
-            adapt_from: AdaptFrom = None, device: Device = "auto") -> None:
+            adapt_from: AdaptFrom = None, classes: Classes = None, device: Device = "auto") -> None:
     """Print the emotion and class probabilities of each file (a folder: of every audio file in it).
 
     Each row says how its file was adapted: none, inputs (--adapt), folder (--adapt-by folder)
@@ -248,7 +252,8 @@ def predict(paths: Annotated[list[Path], typer.Argument(help="Audio files, or fo
     if sum((adapt, adapt_by is not None, bool(adapt_from))) > 1:
         raise EmovoxError("--adapt, --adapt-by and --adapt-from exclude each other", fix="pass one of them")
     files = [f for _, f in _audio_files(paths)]
-    predictor = _predictor(model, backend, adapt_from, device, adapting=adapt or adapt_by is not None)
+    predictor = _predictor(model, backend, adapt_from, device, adapting=adapt or adapt_by is not None,
+                           classes=classes)
     mode = "inputs" if adapt else "folder" if adapt_by else "from" if adapt_from else "none"
     results = predictor.predict(files, adapt=[f.parent for f in files] if adapt_by else "inputs" if adapt else None)
     rows = [{"file": str(f), **r, "adapted": mode} for f, r in zip(files, results, strict=True)]
@@ -269,7 +274,7 @@ def timeline(paths: Annotated[list[Path], typer.Argument(
              backend: Backend = "torch",
              no_adapt: Annotated[bool, typer.Option(
                  "--no-adapt", help="Score each segment as a single clip, without adapting to the recording.")] = False,
-             adapt_from: AdaptFrom = None, device: Device = "auto") -> None:
+             adapt_from: AdaptFrom = None, classes: Classes = None, device: Device = "auto") -> None:
     """Emotion per speech segment of long recordings (streamed; memory stays flat).
 
     One recording prints start, end, voice (S1, S2, ...: the segments grouped by voice),
@@ -280,7 +285,7 @@ def timeline(paths: Annotated[list[Path], typer.Argument(
 
     files = _audio_files(paths)
     several = len(files) > 1 or paths[0].is_dir()
-    predictor = _predictor(model, backend, adapt_from, device)
+    predictor = _predictor(model, backend, adapt_from, device, classes=classes)
     rows = []
     for arg, file in files:
         segments = predictor.timeline(file, vad=VadConfig(method=vad, threshold_db=threshold_db),
@@ -352,8 +357,8 @@ def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
           max_wait_ms: Annotated[float | None, typer.Option(
               help="Longest wait (ms) for a batch to fill (default 10 for encoder features, else 2).")] = None,
           max_speakers: Annotated[int, typer.Option(
-              help="Speaker ids whose running statistics are kept (the least recently heard is forgotten).")] = 1000
-          ) -> None:
+              help="Speaker ids whose running statistics are kept (the least recently heard is forgotten).")] = 1000,
+          classes: Classes = None) -> None:
     """REST service with a web page (FastAPI + uvicorn); docs at /docs."""
     import uvicorn
 
@@ -364,7 +369,8 @@ def serve(model: ModelDir = None, host: str = "127.0.0.1", port: int = 8000,
                            max_wait_ms=max_wait_ms, max_speakers=max_speakers)
     limit_threads()  # before loading: an onnx session takes its thread count then
     spec = Predictor.load(model, device="cpu").spec  # what the model reads decides the backend
-    app_ = create_app(Predictor.load(model, backend=serving_backend(backend, device, spec), device=device), limits)
+    predictor = Predictor.load(model, backend=serving_backend(backend, device, spec), device=device)
+    app_ = create_app(predictor.only((classes or "").split(",")), limits)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
@@ -377,11 +383,11 @@ def listen(model: ModelDir = None,
            device: Annotated[str | None, typer.Option(help="Input device (sounddevice name or index).")] = None,
            realtime: Annotated[bool, typer.Option(help="Pace --file like a live stream.")] = True,
            fmt: Annotated[str, typer.Option("--format", help="live or jsonl.")] = "live",
-           adapt_from: AdaptFrom = None) -> None:
+           adapt_from: AdaptFrom = None, classes: Classes = None) -> None:
     """Classify microphone audio (or a file played live) in sliding windows."""
     from emovox import live
 
-    predictor = _predictor(model, adapt_from=adapt_from)
+    predictor = _predictor(model, adapt_from=adapt_from, classes=classes)
     sr = predictor.features.sample_rate
     if file is not None:
         blocks = live.file_source(file, sr=sr, realtime=realtime)

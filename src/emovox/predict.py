@@ -16,6 +16,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from emovox import audio, models, normalize, quality
+from emovox import labels as labelmod
 from emovox.bundled import resolve_model
 from emovox.device import check as check_device
 from emovox.device import of as device_of
@@ -100,7 +101,8 @@ class Predictor:
         self.adapted_model = adapted  # reads features less a speaker's (shrunk) mean, over the prior's spread
         self.prior = prior
         self.spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
-        self.labels: list[str] = list(self.spec.labels)
+        self.labels: list[str] = list(self.spec.labels)  # what results report (see :meth:`only`)
+        self._kept: list[int] | None = None  # their indices among the model's classes
         self.features: FeatureConfig = self.spec.features
         self.n_frames: int = self.spec.n_frames
         self.speaker_norm: bool = self.spec.speaker_norm
@@ -209,6 +211,23 @@ class Predictor:
         """Whether the model uses a speaker's (or recording's) statistics when given them."""
         return self.speaker_norm or self.adapted_model is not None
 
+    def only(self, classes: Sequence[str]) -> Predictor:
+        """Report only these of the model's classes: their probabilities renormalised to sum
+        to one, the label the likeliest of them. For audio known to hold no other emotion
+        (say the bundled model's five without fearful); no names (blank ones are skipped): all
+        classes again."""
+        wanted = {labelmod.canonical(c.strip()) for c in classes if c.strip()}
+        if not wanted:
+            self._kept, self.labels = None, list(self.spec.labels)
+            return self
+        unknown = sorted(wanted - set(self.spec.labels))
+        if unknown:
+            raise ConfigError(f"the model has no class {', '.join(unknown)}",
+                              fix=f"choose among {', '.join(self.spec.labels)}")
+        self._kept = [i for i, label in enumerate(self.spec.labels) if label in wanted]
+        self.labels = [self.spec.labels[i] for i in self._kept]
+        return self
+
     def adapt(self, x: Input | Sequence[Input], *, sr: int | None = None) -> Predictor:
         """Learn the speaker's feature statistics from unlabelled audio of that speaker
         (for utterance vectors, two recordings or more); later predictions use them.
@@ -265,7 +284,7 @@ class Predictor:
         """:meth:`score` for an :class:`~emovox.models.Adaptive` model: inputs with statistics
         (``per_item``, aligned with ``feats``) through the adapted head, the others through
         the single-clip head."""
-        probs = np.zeros((len(feats), len(self.labels)))
+        probs = np.zeros((len(feats), len(self.spec.labels)))
         alone = [i for i, s in enumerate(per_item) if s is None]
         adapted = [i for i, s in enumerate(per_item) if s is not None]
         if alone:
@@ -396,6 +415,8 @@ class Predictor:
         return audio.resample(audio.check_signal(np.asarray(y), sr), sr, target)
 
     def _result(self, probs: np.ndarray, seconds: float) -> dict:
+        if self._kept is not None:
+            probs = probs[self._kept] / max(float(probs[self._kept].sum()), 1e-12)
         scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
 
