@@ -5,9 +5,12 @@ Usage::
 
     python benchmarks/adaptation.py [--config configs/bundled.yaml] [--data ../shared/data]
                                     [--priors 0,2,5,10] [--out runs/adaptation.json]
+                                    [--trained-on four|config]
 
 For each corpus held out in turn (4 classes: angry, happy, neutral, sad), two heads are
-trained on the other three with the config's recipe: the *single-clip* head on the vectors
+trained on the other three with the config's recipe (on those four classes, or with
+``--trained-on config`` on the config's own, the shipped model's five, their predictions
+then kept to the four as ``Predictor.only`` keeps them): the *single-clip* head on the vectors
 as they are, the *adapted* head on vectors centred per training speaker and divided by the
 training speakers' typical spread (only the mean moves with the speaker). Every clip of the
 held-out corpus is then scored:
@@ -113,20 +116,29 @@ def main() -> None:
     ap.add_argument("--priors", default="0,2,5,10")
     ap.add_argument("--out", default="runs/adaptation.json")
     ap.add_argument("--min-segments", type=int, default=MIN_ADAPT_SEGMENTS)
+    ap.add_argument("--trained-on", choices=("four", "config"), default="four",
+                    help="four: heads trained on the four classes scored; config: on the config's classes (the "
+                         "shipped model's five), their predictions kept to the four (Predictor.only)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    s = Settings.build(args.config, classes=CLASSES)
+    s = Settings.build(args.config, classes=CLASSES if args.trained_on == "four" else None)
     ds = load_dataset([(c, Path(args.data) / c) for c in CORPORA], features=s.features, classes=s.classes,
                       augment=s.train.augment, cache_dir=DEFAULT_CACHE)
     cfg, frames = for_features(s.train, s.features), clip_frames(s.features)
     parts = s.features.utterance
     dvec = vector_slices(parts)["dvector"]
     corpus = np.array([u.corpus for u in ds.utterances])
+    keep = np.array([i for i, label in enumerate(ds.labels) if label in CLASSES.split(",")])  # the classes scored
+    scored_labels = [ds.labels[i] for i in keep]
+
+    def predicted(net, x: list) -> np.ndarray:  # the likeliest of the kept classes, as an index into keep
+        return score_features(net, x, frames)[:, keep].argmax(1)
+
     priors = [float(k) for k in args.priors.split(",")]
     table: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     for held in CORPORA:
-        test, train_idx = np.flatnonzero(corpus == held), np.flatnonzero(corpus != held)
+        test, train_idx = np.flatnonzero((corpus == held) & np.isin(ds.y, keep)), np.flatnonzero(corpus != held)
         fit_idx, val_idx = validation_split(train_idx, ds.speakers, fraction=cfg.val_fraction, seed=cfg.seed)
         prior_base = Prior.of([ds.features[i] for i in fit_idx], [ds.speakers[i] for i in fit_idx], frames=0)
         heads = {"single": model_inputs(ds, speaker_norm=False),
@@ -136,12 +148,12 @@ def main() -> None:
             nets[name] = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=frames, cfg=cfg,
                              groups=ds.groups, augmented=augmented, progress=False, description=name).model
         raw = [ds.features[i] for i in test]
-        y, speakers = ds.y[test], [ds.speakers[i] for i in test]
+        y, speakers = np.searchsorted(keep, ds.y[test]), [ds.speakers[i] for i in test]
 
-        single = score_features(nets["single"], raw, frames).argmax(1)
-        table.setdefault("one clip", {})[held] = scores(y, single, len(ds.labels)).ua
+        single = predicted(nets["single"], raw)
+        table.setdefault("one clip", {})[held] = scores(y, single, len(keep)).ua
         rng = np.random.default_rng(0)
-        scenarios = adaptation_sets(speakers, y, ds.labels, rng)
+        scenarios = adaptation_sets(speakers, y, scored_labels, rng)
         for rec in recordings(speakers, rng):
             sets = recording_sets(raw, speakers, rec, dvec, prior_base.mean[dvec], args.min_segments)
             for name, pairs in sets.items():
@@ -158,13 +170,13 @@ def main() -> None:
                             continue
                         stats = Stats.of([raw[i] for i in adapt_on])
                         x = [stats.apply(raw[i], prior) for i in scored]
-                        pred[scored] = score_features(nets["adapted"], x, frames).argmax(1)
+                        pred[scored] = predicted(nets["adapted"], x)
                     covered = np.concatenate([p[0] for p in pairs])
-                    results.append(scores(y[covered], pred[covered], len(ds.labels)).ua)
+                    results.append(scores(y[covered], pred[covered], len(keep)).ua)
                     pooled_y.append(y[covered])
                     pooled_pred.append(pred[covered])
                 if scenario.startswith("recording"):  # small recordings lack classes: UA over all of them
-                    results = [scores(np.concatenate(pooled_y), np.concatenate(pooled_pred), len(ds.labels)).ua]
+                    results = [scores(np.concatenate(pooled_y), np.concatenate(pooled_pred), len(keep)).ua]
                 table.setdefault(f"{scenario} (k={k:g})", {})[held] = float(np.mean(results))
         print(f"{held}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"\n| situation | {' | '.join(CORPORA)} | mean |\n|---|{'---|' * (len(CORPORA) + 1)}")
