@@ -34,7 +34,7 @@ def test_fewer_training_vectors_than_landmarks_and_a_saved_model_rebuilds():
 def test_default_recipe_is_the_kernel_machine_with_named_views():
     s = Settings.build()
     assert (s.train.model, s.features.kind) == ("kernel", "utterance")
-    assert s.train.model_kwargs["views"] == [[0, 339], [339, 1107], [1107, 1875], [0, 83]]
+    assert s.train.model_kwargs["views"] == [[0, 339], [339, 1107], [1107, 1875], [1875, 2643], [0, 83]]
     s = Settings.from_doc({"features": {"utterance": ["egemaps", "ge2e"]},
                            "train": {"model_kwargs": {"views": [["ge2e"], ["egemaps", "ge2e"]]}}})
     assert s.train.model_kwargs["views"] == [[88, 344], [0, 344]]

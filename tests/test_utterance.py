@@ -193,18 +193,18 @@ def test_layer_means_come_from_the_encoders_own_layers(random_ge2e):
     np.testing.assert_allclose(means[512:], top.mean(dim=(0, 1)).numpy(), atol=1e-5)
 
 
-def test_dvector_layer_means_and_spreads_are_each_layers_moments_over_the_clips_frames(random_ge2e):
+def test_dvector_layer_means_spreads_and_peaks_are_each_layers_statistics_over_the_clips_frames(random_ge2e):
     dv = ge2e.DVectors(random_ge2e)
     clips = [tone(180.0, 2.0, 16000), tone(240.0, 1.1, 16000, seed=1)]
     wave, lengths = encoder.pad(clips)
     outputs = []
     hooks = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out[0])) for layer in dv.lstm]
     with torch.inference_mode():
-        _, means, spreads = dv(wave, lengths)
+        _, means, spreads, peaks = dv(wave, lengths)
         for hook in hooks:
             hook.remove()
-        _, alone_means, alone_spreads = dv(wave[1:, : lengths[1]], lengths[1:])
-    assert means.shape == spreads.shape == (2, 768)
+        _, alone_means, alone_spreads, alone_peaks = dv(wave[1:, : lengths[1]], lengths[1:])
+    assert means.shape == spreads.shape == peaks.shape == (2, 768)
     frames = (lengths // ge2e.HOP + 1).tolist()
     first = -(-frames[0] // ge2e.PIECE_FRAMES)  # the pieces of clip 0 come first
     for k, h in enumerate(outputs):
@@ -212,9 +212,10 @@ def test_dvector_layer_means_and_spreads_are_each_layers_moments_over_the_clips_
             valid = rows.reshape(-1, h.shape[2])[: frames[b]]  # back-to-back pieces: the clip's frames in order
             np.testing.assert_allclose(means[b, 256 * k : 256 * (k + 1)], valid.mean(0), atol=1e-5)
             np.testing.assert_allclose(spreads[b, 256 * k : 256 * (k + 1)], valid.std(0, unbiased=False), atol=1e-4)
+            np.testing.assert_allclose(peaks[b, 256 * k : 256 * (k + 1)], valid.amax(0), atol=1e-6)
     assert (spreads > 0).any()
-    np.testing.assert_allclose(alone_means[0], means[1], atol=1e-5)  # padding and company change nothing
-    np.testing.assert_allclose(alone_spreads[0], spreads[1], atol=1e-4)
+    for alone, together in [(alone_means, means), (alone_spreads, spreads), (alone_peaks, peaks)]:
+        np.testing.assert_allclose(alone[0], together[1], atol=1e-4)  # padding and company change nothing
 
 
 def test_egemaps_in_threads_equals_one_at_a_time():

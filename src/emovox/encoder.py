@@ -2,9 +2,9 @@
 
 :class:`UtteranceEncoder` trims leading and trailing silence, then stacks the vectors
 named in its parts: ``"voice"`` (eGeMAPS-style descriptors and their functionals,
-:mod:`emovox.voice`), ``"dvector"``, ``"dvector_layers"`` and ``"dvector_spread"`` (the GE2E
-speaker encoder's embedding, layer means and layer standard deviations,
-:class:`emovox.ge2e.DVectors`). A batch holds clips of
+:mod:`emovox.voice`), ``"dvector"``, ``"dvector_layers"``, ``"dvector_spread"`` and
+``"dvector_peak"`` (the GE2E speaker encoder's embedding, and its layers' means, standard
+deviations and maxima over the clip, :class:`emovox.ge2e.DVectors`). A batch holds clips of
 different lengths, zero-padded, with their lengths; each clip's vector depends on its own
 samples only. It is pure tensor code, so the same module runs on the CPU or on CUDA and
 exports, with the classifier behind it, as one ONNX graph from waveform to probabilities
@@ -23,7 +23,7 @@ from torch import nn
 
 from emovox.device import resolve
 
-PARTS = ("voice", "dvector", "dvector_layers", "dvector_spread")  # the utterance vectors computed here
+PARTS = ("voice", "dvector", "dvector_layers", "dvector_spread", "dvector_peak")  # the vectors computed here
 VERSION = 4  # raise with any change to what these vectors are: feature caches key on it
 BATCH = 16  # clips per forward pass when extracting (sorted by length, so little padding)
 TRIM_FRAME, TRIM_HOP = 512, 256  # samples: librosa.effects.trim's frames at 16 kHz
@@ -86,7 +86,7 @@ class UtteranceEncoder(nn.Module):
 
             self.voice = VoiceFeatures()
         self.dvectors = None
-        if {"dvector", "dvector_layers", "dvector_spread"} & set(self.parts):
+        if {"dvector", "dvector_layers", "dvector_spread", "dvector_peak"} & set(self.parts):
             from emovox.ge2e import DVectors
 
             self.dvectors = DVectors(speaker_encoder)
@@ -98,7 +98,8 @@ class UtteranceEncoder(nn.Module):
         if self.voice is not None:
             made["voice"] = self.voice(wave, lengths)
         if self.dvectors is not None:
-            made["dvector"], made["dvector_layers"], made["dvector_spread"] = self.dvectors(wave, lengths)
+            made.update(zip(("dvector", "dvector_layers", "dvector_spread", "dvector_peak"),
+                            self.dvectors(wave, lengths), strict=True))
         return torch.cat([made[p] for p in self.parts], dim=1)
 
 

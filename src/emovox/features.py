@@ -33,7 +33,7 @@ PITCH_FMIN_HZ = 65.0
 PITCH_FMAX_HZ = 500.0
 # "voice": len(emovox.voice.NAMES), the torch eGeMAPS-style functionals (tests/test_voice.py checks it)
 UTTERANCE_DIMS = {"egemaps": 88, "egemaps_rel": 83, "ge2e": 256, "ge2e_layers": 768,
-                  "dvector": 256, "dvector_layers": 768, "dvector_spread": 768, "voice": 83}
+                  "dvector": 256, "dvector_layers": 768, "dvector_spread": 768, "dvector_peak": 768, "voice": 83}
 
 
 def vector_slices(parts: tuple[str, ...]) -> dict[str, slice]:

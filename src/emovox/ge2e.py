@@ -127,8 +127,8 @@ def encode(signals: list[np.ndarray], weights: str | None = None) -> tuple[list[
 
 class DVectors(nn.Module):
     """The encoder as a batched tensor front end: waveforms ``(B, N)`` at 16 kHz, zero-padded,
-    and their lengths ``(B,)`` -> d-vectors ``(B, 256)``, layer means ``(B, 3 * 256)`` and
-    layer spreads ``(B, 3 * 256)``.
+    and their lengths ``(B,)`` -> d-vectors ``(B, 256)``, and layer means, spreads and peaks
+    (each ``(B, 3 * 256)``).
 
     The same vectors as :func:`encode` in spirit, cheaper, exportable and made to hold up on
     real channels: each clip is set to :data:`TARGET_DBFS` (up or down: the vectors do not
@@ -140,10 +140,11 @@ class DVectors(nn.Module):
     0.8 s pieces (the last one shorter), not overlapping 1.6 s ones, so the LSTM runs once
     over each frame, in half as many steps as 1.6 s pieces would take (a 3 s clip: 8 ms of
     one core instead of 12, benchmarks/inference.py); the d-vector is the normalised,
-    length-weighted mean of the pieces' embeddings, and the layer means and spreads are the
-    mean and standard deviation of each LSTM layer's output over all frames of the clip (how
-    much the voice moves within the clip: leave one corpus out, they lifted every held-out
-    corpus, docs/benchmarks.md). Row ``b`` depends on ``wave[b, :lengths[b]]`` only (frames
+    length-weighted mean of the pieces' embeddings, and the layer means, spreads and peaks
+    are the mean, standard deviation and maximum of each LSTM layer's output over all frames
+    of the clip (the last two: how much and how far the voice moves within the clip; leave
+    one corpus out, they lifted every held-out corpus and held up in babble,
+    docs/benchmarks.md). Row ``b`` depends on ``wave[b, :lengths[b]]`` only (frames
     past a clip's end are masked; an LSTM never looks ahead), the code is pure tensor code
     (it runs on any device and exports to ONNX).
     """
@@ -162,7 +163,8 @@ class DVectors(nn.Module):
         basis = np.concatenate([np.cos(k), -np.sin(k)]) * self.window.double().numpy()
         self.register_buffer("dft", torch.from_numpy(basis).float()[:, None, :], persistent=False)
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
         power = (wave.square() * valid).sum(1) / lengths.clamp_min(1)
         gain = torch.sqrt(10 ** (TARGET_DBFS / 10) / power.clamp_min(1e-10))
@@ -182,19 +184,21 @@ class DVectors(nn.Module):
         owner = torch.div(keep, n_pieces, rounding_mode="floor")
         assign = (owner[None, :] == torch.arange(wave.shape[0], device=wave.device)[:, None]).to(h.dtype)  # (B, K)
         mask = (torch.arange(PIECE_FRAMES, device=wave.device)[None, :] < span[:, None]).to(h.dtype)[:, :, None]
-        sums, squares = [], []
+        sums, squares, peaks = [], [], []
         for layer in self.lstm:
             h, _ = layer(h)
             sums.append((h * mask).sum(1))
             squares.append((h.square() * mask).sum(1))
+            peaks.append((h - 2 * (1 - mask)).amax(1))  # outputs lie in (-1, 1): frames past the end never win
         count = (assign @ span.to(h.dtype))[:, None]
         layer_means = assign @ torch.cat(sums, dim=1) / count
         layer_spreads = (assign @ torch.cat(squares, dim=1) / count - layer_means.square()).clamp_min(0).sqrt()
+        layer_peaks = (torch.cat(peaks, dim=1)[None] - 4 * (1 - assign)[:, :, None]).amax(1)  # over each clip's pieces
         last = h.gather(1, (span - 1)[:, None, None].expand(-1, 1, h.shape[2])).squeeze(1)
         e = torch.relu(self.linear(last))
         e = e / e.norm(dim=1, keepdim=True).clamp_min(1e-8)
         d = assign @ (e * span[:, None].to(h.dtype))
-        return d / d.norm(dim=1, keepdim=True).clamp_min(1e-8), layer_means, layer_spreads
+        return d / d.norm(dim=1, keepdim=True).clamp_min(1e-8), layer_means, layer_spreads, layer_peaks
 
     def _power(self, wave: torch.Tensor) -> torch.Tensor:
         """Power STFT ``(B, 201, frames)``, centred frames with zero padding (librosa's)."""

@@ -13,14 +13,14 @@ from emovox.features import FeatureConfig, vector_slices
 from emovox.train import TrainConfig
 
 # The default recipe, chosen by leave-one-corpus-out accuracy (docs/benchmarks.md): a kernel
-# machine over level-free eGeMAPS-style descriptors, the GE2E embedding and the GE2E layer means
-# and spreads, with one kernel per view.
+# machine over level-free eGeMAPS-style descriptors, the GE2E embedding and the GE2E layer means,
+# spreads and peaks, with one kernel per view.
 DEFAULT_MODEL = "kernel"
-KERNEL_VECTORS = ("voice", "dvector", "dvector_layers", "dvector_spread")  # the torch front end (emovox.encoder)
+KERNEL_VECTORS = ("voice", "dvector", "dvector_layers", "dvector_spread", "dvector_peak")  # emovox.encoder's
 # one RBF kernel per view: descriptors with the speaker embedding, the encoder's layer means, its
-# layer spreads, the descriptors alone (so the 768-value vectors cannot drown the rest); the same
-# for openSMILE's vectors
-KERNEL_VIEWS = (["voice", "dvector"], ["dvector_layers"], ["dvector_spread"], ["voice"],
+# layer spreads, its layer peaks, the descriptors alone (so the 768-value vectors cannot drown the
+# rest); the same for openSMILE's vectors
+KERNEL_VIEWS = (["voice", "dvector"], ["dvector_layers"], ["dvector_spread"], ["dvector_peak"], ["voice"],
                 ["egemaps_rel", "ge2e"], ["ge2e_layers"], ["egemaps_rel"])
 # a linear layer over fixed kernel features: fit it harder than a deep net, without masks
 KERNEL_TRAINING = {"lr": 0.005, "weight_decay": 0.0, "spec_augment": False, "val_fraction": 0.1}
