@@ -31,6 +31,20 @@ def test_fewer_training_vectors_than_landmarks_and_a_saved_model_rebuilds():
         KernelMachine(6, 1, 2, views=[[0, 9]])
 
 
+def test_scoring_folds_the_whitening_into_the_linear_layer_and_follows_new_weights():
+    x = torch.randn(20, 6, 1)
+    net = build("kernel", n_features=6, n_frames=1, n_classes=3, landmarks=8, views=[[0, 4], [2, 6]])
+    net.body.init_from_data(x, seed=0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(2):
+        trained = net(x)  # grad enabled: the whitened features, as trained
+        with torch.no_grad():
+            np.testing.assert_allclose(net(x).numpy(), trained.detach().numpy(), atol=1e-5)  # the folded products
+        opt.zero_grad()
+        trained.square().mean().backward()
+        opt.step()  # new weights: the next no-grad call folds them again
+
+
 def test_default_recipe_is_the_kernel_machine_with_named_views():
     s = Settings.build()
     assert (s.train.model, s.features.kind) == ("kernel", "utterance")

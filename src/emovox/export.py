@@ -62,7 +62,9 @@ def _to_onnx(module: nn.Module, args: tuple, names: tuple[list[str], list[str]],
 
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
     buf = io.BytesIO()
-    with warnings.catch_warnings():  # tracer notes (RNN batch sizes, stft's real output); tests check the graphs
+    # no gradients: the graph scores as inference does (a kernel machine's folded products);
+    # the tracer's notes (RNN batch sizes, stft's real output) are silenced: tests check the graphs
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), args, buf, input_names=names[0], output_names=names[1],
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
