@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -155,6 +156,17 @@ def test_manifests_csv_and_parquet_relative_and_repeated_paths(tiny_run, tmp_pat
         batch.manifest(tmp_path / "missing")
 
 
+def test_classes_keep_only_their_score_columns_renormalised(tiny_run, tmp_path):
+    src = make_archive(tmp_path / "archive", n=4)
+    batch.run(src, tmp_path / "out", model=tiny_run, classes=["angry", " sad", ""], progress=False)
+    table = pq.read_table(tmp_path / "out")
+    assert [c for c in table.column_names if c.startswith("score_")] == ["score_sad", "score_angry"]
+    ok = table.filter(pc.is_null(table["error"]))
+    assert ok.num_rows and np.allclose(np.asarray(ok["score_sad"]) + np.asarray(ok["score_angry"]), 1, atol=1e-5)
+    assert set(ok["label"].to_pylist()) <= {"sad", "angry"}
+    assert batch.run(src, tmp_path / "out", model=tiny_run, classes=["sad", "angry"], progress=False).scored == 0
+
+
 def test_an_output_of_another_job_or_in_use_is_refused(tiny_run, tmp_path):
     src = make_archive(tmp_path / "archive", n=2)
     batch.run(src, tmp_path / "out", model=tiny_run, progress=False)
@@ -164,6 +176,8 @@ def test_an_output_of_another_job_or_in_use_is_refused(tiny_run, tmp_path):
         batch.run(src, src, model=tiny_run, progress=False)
     with batch._locked(tmp_path / "busy"), pytest.raises(ConfigError, match="another emovox batch job"):
         batch.run(src, tmp_path / "busy", model=tiny_run, progress=False)
+    with pytest.raises(ConfigError, match="classes None \\(now \\['angry', 'sad'\\]\\)"):
+        batch.run(src, tmp_path / "out", model=tiny_run, classes=["sad", "angry"], progress=False)
     (tmp_path / "out" / "part-stray.parquet").write_bytes(b"not parquet")
     with pytest.raises(ConfigError, match="part-stray.parquet: is not a part"):
         batch.run(src, tmp_path / "out", model=tiny_run, progress=False)

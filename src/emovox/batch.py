@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from emovox import __version__, audio
+from emovox import __version__, audio, labels
 from emovox.bundled import resolve_model, sha256
 from emovox.errors import ConfigError, EmovoxError
 from emovox.files import atomic_write, write_json
@@ -79,6 +79,9 @@ class BatchJob:
         ``timeline``'s speech detector: ``silero`` or ``energy``.
     threshold_db : float
         The energy detector's level, in dBFS.
+    classes : tuple of str
+        Only these of the model's classes, their scores renormalised (empty: all;
+        :meth:`emovox.predict.Predictor.only`).
     """
 
     mode: str = "predict"
@@ -86,6 +89,7 @@ class BatchJob:
     device: str = "auto"
     vad: str = "silero"
     threshold_db: float = -45.0
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -129,7 +133,7 @@ class Scorer:
         from emovox.predict import Predictor
 
         self.job = job
-        self.predictor = Predictor.load(job.model, device=job.device)
+        self.predictor = Predictor.load(job.model, device=job.device).only(job.classes)
         if self.predictor.speaker_norm and self.predictor.features.kind == "utterance":
             raise ConfigError("this model z-scores utterance vectors over a speaker's recordings, so one file's "
                               "score would depend on the others scored with it", path=job.model,
@@ -274,7 +278,7 @@ def run(source: str | Path, out: str | Path, *, mode: str = "predict", model: st
         engine: str = "local", address: str | None = None, workers: int | None = None,
         gpus_per_worker: float = 0.0, cpus_per_worker: float = CPUS_PER_WORKER, batch_files: int = BATCH_FILES,
         part_files: int = PART_FILES, vad: str = "silero", threshold_db: float = -45.0, device: str = "auto",
-        progress: bool = True) -> BatchResult:
+        classes: Sequence[str] = (), progress: bool = True) -> BatchResult:
     """Score every file of ``source`` that has no row in ``out`` yet; write its rows to ``out``.
 
     Parameters
@@ -308,6 +312,9 @@ def run(source: str | Path, out: str | Path, *, mode: str = "predict", model: st
         The energy detector's level, in dBFS.
     device : str
         The ``local`` engine's device (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+    classes : sequence of str
+        Only these of the model's classes, their scores renormalised (default: all); part of
+        the job, so a resumed run must ask for the same.
     progress : bool
         Show a progress bar (files, audio hours, rate, ETA, errors) on stderr.
 
@@ -325,7 +332,7 @@ def run(source: str | Path, out: str | Path, *, mode: str = "predict", model: st
         raise ConfigError("--batch-size and --part-files must be at least 1")
     job = BatchJob(mode=mode, model=None if model is None else os.path.abspath(model),
                    device=device if engine == "local" else ("cuda" if gpus_per_worker > 0 else "cpu"),
-                   vad=vad, threshold_db=threshold_db)
+                   vad=vad, threshold_db=threshold_db, classes=tuple(c.strip() for c in classes if c.strip()))
     paths = manifest(source)
     out = Path(out)
     start = time.perf_counter()
@@ -561,11 +568,13 @@ def _claim(out: Path, job: BatchJob) -> None:
               "model": job.model or "bundled", "emovox": __version__}
     if job.mode == "timeline":
         record.update(vad=job.vad, threshold_db=job.threshold_db)
+    if job.classes:
+        record.update(classes=sorted({labels.canonical(c) for c in job.classes}))
     path = out / JOB_FILE
     if path.exists():
         old = json.loads(path.read_text())
-        differs = [f"{k} {old.get(k)} (now {record.get(k)})" for k in ("mode", "model_sha256", "vad", "threshold_db")
-                   if old.get(k) != record.get(k)]
+        differs = [f"{k} {old.get(k)} (now {record.get(k)})"
+                   for k in ("mode", "model_sha256", "vad", "threshold_db", "classes") if old.get(k) != record.get(k)]
         if differs:
             raise ConfigError(f"holds the rows of another job: {', '.join(differs)}", path=out,
                               fix="rerun with the options of the first run, or pass a new --out")

@@ -316,7 +316,7 @@ def batch(source: Annotated[Path, typer.Argument(help="A folder, or a CSV or Par
           part_files: Annotated[int, typer.Option(help="Files per Parquet part.")] = 500,
           vad: Annotated[str, typer.Option(help="timeline's speech detector: silero or energy.")] = "silero",
           threshold_db: Annotated[float, typer.Option(help="The energy detector's level in dBFS.")] = -45.0,
-          device: Device = "auto", quiet: Quiet = False) -> None:
+          classes: Classes = None, device: Device = "auto", quiet: Quiet = False) -> None:
     """Score an archive into a Parquet dataset, here or on Ray; a rerun scores only files without rows."""
     from rich.table import Table
 
@@ -325,7 +325,7 @@ def batch(source: Annotated[Path, typer.Argument(help="A folder, or a CSV or Par
     r = archive.run(source, out, mode=mode, model=model, engine=engine, address=address, workers=workers,
                     gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_files=batch_size,
                     part_files=part_files, vad=vad, threshold_db=threshold_db,
-                    device=device, progress=not quiet)
+                    device=device, classes=(classes or "").split(","), progress=not quiet)
     table = Table("label", "files" if mode == "predict" else "segments", "share", "audio (h)")
     for row in archive.summary(out):
         hours = "" if row["audio_h"] is None else f"{row['audio_h']:.3f}"

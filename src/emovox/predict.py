@@ -415,8 +415,9 @@ class Predictor:
         return audio.resample(audio.check_signal(np.asarray(y), sr), sr, target)
 
     def _result(self, probs: np.ndarray, seconds: float) -> dict:
-        if self._kept is not None:
-            probs = probs[self._kept] / max(float(probs[self._kept].sum()), 1e-12)
+        if self._kept is not None:  # renormalised, however unlikely the kept classes (none at all: uniform)
+            kept = probs[self._kept].astype(np.float64)
+            probs = kept / kept.sum() if kept.sum() > 0 else np.full(len(kept), 1 / len(kept))
         scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
 
