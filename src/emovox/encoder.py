@@ -23,7 +23,8 @@ from torch import nn
 
 from emovox.device import resolve
 
-PARTS = ("voice", "dvector", "dvector_layers", "dvector_spread", "dvector_peak")  # the vectors computed here
+DVECTOR_PARTS = ("dvector", "dvector_layers", "dvector_spread", "dvector_peak")  # DVectors' outputs, in order
+PARTS = ("voice", *DVECTOR_PARTS)  # the utterance vectors computed here
 VERSION = 4  # raise with any change to what these vectors are: feature caches key on it
 BATCH = 16  # clips per forward pass when extracting (sorted by length, so little padding)
 TRIM_FRAME, TRIM_HOP = 512, 256  # samples: librosa.effects.trim's frames at 16 kHz
@@ -86,7 +87,7 @@ class UtteranceEncoder(nn.Module):
 
             self.voice = VoiceFeatures()
         self.dvectors = None
-        if {"dvector", "dvector_layers", "dvector_spread", "dvector_peak"} & set(self.parts):
+        if set(DVECTOR_PARTS) & set(self.parts):
             from emovox.ge2e import DVectors
 
             self.dvectors = DVectors(speaker_encoder)
@@ -98,8 +99,7 @@ class UtteranceEncoder(nn.Module):
         if self.voice is not None:
             made["voice"] = self.voice(wave, lengths)
         if self.dvectors is not None:
-            made.update(zip(("dvector", "dvector_layers", "dvector_spread", "dvector_peak"),
-                            self.dvectors(wave, lengths), strict=True))
+            made.update(zip(DVECTOR_PARTS, self.dvectors(wave, lengths), strict=True))
         return torch.cat([made[p] for p in self.parts], dim=1)
 
 

@@ -417,7 +417,8 @@ class Predictor:
     def _result(self, probs: np.ndarray, seconds: float) -> dict:
         if self._kept is not None:  # renormalised, however unlikely the kept classes (none at all: uniform)
             kept = probs[self._kept].astype(np.float64)
-            probs = kept / kept.sum() if kept.sum() > 0 else np.full(len(kept), 1 / len(kept))
+            total = kept.sum()
+            probs = kept / total if total > 0 else np.full(len(kept), 1 / len(kept))
         scores = {lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[int(np.argmax(probs))], "scores": scores, "duration_s": round(seconds, 3)}
 
