@@ -146,7 +146,8 @@ def main() -> None:
         nets = {}
         for name, (feats, augmented) in heads.items():
             nets[name] = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=frames, cfg=cfg,
-                             groups=ds.groups, augmented=augmented, progress=False, description=name).model
+                             groups=ds.groups, augmented=augmented, speakers=ds.speakers, progress=False,
+                             description=name).model
         raw = [ds.features[i] for i in test]
         y, speakers = np.searchsorted(keep, ds.y[test]), [ds.speakers[i] for i in test]
 

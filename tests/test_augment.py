@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from emovox import train as train_mod
-from emovox.augment import AugmentedFeatures, WaveAugment
+from emovox.augment import AugmentedFeatures, WaveAugment, speaker_swaps
 from emovox.cache import extract_files
 from emovox.dataset import load_dataset, model_inputs
 from emovox.errors import ConfigError
@@ -137,6 +137,49 @@ def test_training_draws_originals_and_copies_of_training_utterances_only(monkeyp
     originals, copied = {id(feats[i]) for i in fit_idx}, {id(copies[i]) for i in fit_idx}
     assert seen and set(seen) <= originals | copied
     assert len(set(seen) & originals) > 8 and len(set(seen) & copied) > 8
+
+
+def test_speaker_swaps_move_training_utterances_between_training_speakers_centres():
+    # speakers a, b (training) and c (validation); a recorded class 0 three times, class 1 once
+    rng = np.random.default_rng(0)
+    speakers = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 2)
+    y = np.array([0, 0, 0, 1, 0, 1, 0, 1, 0, 1])
+    offset = {"a": 0.0, "b": 10.0, "c": 100.0}
+    feats = [(offset[s] + 4.0 * c + rng.standard_normal((3, 5))).astype(np.float32)
+             for s, c in zip(speakers, y, strict=True)]
+    fit_idx = np.arange(8)
+    # a centre is the mean of per-class means (a plain mean would put a's 1 lower, toward class 0)
+    centre = {s: np.mean([np.mean([feats[i].mean(1) for i in fit_idx if speakers[i] == s and y[i] == c], axis=0)
+                          for c in (0, 1)], axis=0) for s in ("a", "b")}
+    copies = speaker_swaps(feats, y, speakers, fit_idx, copies=3, seed=1)
+    assert len(copies) == 3
+    moved = set()
+    for copy in copies:
+        for i in (8, 9):  # validation utterances stay as they are
+            assert copy[i] is feats[i]
+        for i in fit_idx:
+            shift = (copy[i] - feats[i]).mean(axis=1)
+            np.testing.assert_allclose(copy[i] - feats[i], np.repeat(shift[:, None], 5, axis=1), atol=1e-4)
+            target = min(("a", "b"), key=lambda s: np.abs(centre[speakers[i]] + shift - centre[s]).max())
+            np.testing.assert_allclose(shift, centre[target] - centre[speakers[i]], atol=1e-4)  # onto a or b, never c
+            moved.add(target != speakers[i])
+    assert moved == {True, False}  # some utterances land on the other speaker, some stay
+    again = speaker_swaps(feats, y, speakers, fit_idx, copies=3, seed=1)
+    assert all(np.array_equal(u, v) for c1, c2 in zip(copies, again, strict=True) for u, v in zip(c1, c2, strict=True))
+
+
+def test_speaker_swap_in_training_needs_speakers():
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((4, 1)).astype(np.float32) for _ in range(8)]
+    y = np.arange(8) % 2
+    cfg = TrainConfig(model="kernel", epochs=1, batch_size=4, speaker_swap=1, model_kwargs={"landmarks": 4})
+    with pytest.raises(ConfigError, match="speaker"):
+        fit(feats, y, np.arange(6), np.arange(6, 8), n_classes=2, n_frames=1, cfg=cfg, progress=False)
+    result = fit(feats, y, np.arange(6), np.arange(6, 8), n_classes=2, n_frames=1, cfg=cfg, progress=False,
+                 speakers=["a", "a", "a", "b", "b", "b", "c", "c"])
+    assert result.best_epoch == 1
+    with pytest.raises(ConfigError, match="speaker_swap"):
+        TrainConfig(speaker_swap=-1)
 
 
 def test_mp3_takes_every_level_in_its_range():

@@ -1,4 +1,5 @@
-"""Waveform augmentation for training: speed perturbation and channel simulation.
+"""Augmentation for training: speed perturbation and channel simulation on the waveform,
+and speaker swaps on the features.
 
 Each augmentation is a deterministic function of the signal (its random draws are seeded
 by the signal's own samples), so its features are cached on disk like any other
@@ -15,6 +16,11 @@ Specs are short strings, ``kind:value``:
 - ``channel:1``: copy 1 of a random recording chain (a room, a phone line or an MP3
   codec, white or pink noise at 5-30 dB SNR), drawn per utterance; ``channel:2`` is
   another draw. It imitates the studios, phones and codecs no training corpus had.
+
+:func:`speaker_swaps` works on features instead (``train: speaker_swap`` in a config): it
+moves each training utterance onto another training speaker's voice, so that where a
+speaker, a language or a studio sits says less to the model than how an utterance departs
+from it.
 """
 
 from __future__ import annotations
@@ -140,6 +146,37 @@ class WaveAugment:
     def __call__(self, y: np.ndarray, sr: int) -> np.ndarray:
         rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(y).tobytes()))
         return KINDS[self.kind][0](y, sr, self.value, rng).astype(np.float32)
+
+
+def speaker_swaps(feats: list[np.ndarray], y: np.ndarray, speakers, idx: np.ndarray, *, copies: int,
+                  seed: int) -> list[list[np.ndarray]]:
+    """``copies`` lists of features (aligned with ``feats``) in which every utterance of
+    ``idx`` is moved onto a speaker of ``idx`` drawn at random: its features ``(F, T)`` plus
+    the difference of the two speakers' centres. A speaker's centre is the mean of their
+    per-class means of the utterances' frame means, so a speaker who recorded more angry
+    clips is not centred on anger. Utterances outside ``idx`` are kept as they are, and
+    only ``idx``'s speakers give centres (validation and test speakers stay unseen).
+
+    In leave-one-corpus-out tests one swapped copy lifted the corpora least like the
+    others (nEMO, ASED) and every test channel (docs/benchmarks.md).
+    """
+    idx = np.asarray(idx)
+    speakers = np.asarray(speakers)
+    means = np.stack([f.mean(axis=1) for f in feats]).astype(np.float64)
+    names = sorted(set(speakers[idx]))
+    centre = {}
+    for name in names:
+        own = idx[speakers[idx] == name]
+        centre[name] = np.mean([means[own[y[own] == c]].mean(axis=0) for c in np.unique(y[own])], axis=0)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(copies):
+        moved = list(feats)
+        for i, target in zip(idx, rng.integers(len(names), size=len(idx)), strict=True):
+            shift = centre[names[target]] - centre[speakers[i]]
+            moved[i] = (feats[i] + shift[:, None]).astype(feats[i].dtype)
+        out.append(moved)
+    return out
 
 
 def parse_all(specs: tuple[str, ...]) -> tuple[WaveAugment, ...]:

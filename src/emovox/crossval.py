@@ -227,8 +227,8 @@ def _run_fold(ds, inputs, fold, fold_dir: Path, features, train, independent, co
     fit_idx, val_idx = validation_split(fold.train, ds.speakers, fraction=train.val_fraction, seed=train.seed,
                                         speaker_independent=independent)
     result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
-                 cfg=train, groups=ds.groups, augmented=augmented, checkpoint_dir=fold_dir, progress=progress,
-                 description=f"fold {fold.index + 1}")
+                 cfg=train, groups=ds.groups, augmented=augmented, speakers=ds.speakers, checkpoint_dir=fold_dir,
+                 progress=progress, description=f"fold {fold.index + 1}")
     calibration = calibrate_and_measure(result.model, feats, ds.y, val_idx, fold.test, clip_frames(features))
     pred = score_features(result.model, [feats[i] for i in fold.test], clip_frames(features)).argmax(1)
     row = {**_fold_row(fold, ds, pred), "best_epoch": result.best_epoch, **calibration}

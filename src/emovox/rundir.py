@@ -30,7 +30,8 @@ def run_name(train, features: FeatureConfig, ds, *, speaker_norm: bool = False) 
     shown = " + ".join(features.utterance) if features.kind == "utterance" else features.kind
     inputs = "" if features.kind in ("logmel", "ssl", "waveform") else f" [{shown}]"
     norm = " + speaker norm" if speaker_norm else ""
-    aug = f" + {', '.join(train.augment)}" if train.augment else ""
+    augment = [*train.augment, *([f"speaker swap x{train.speaker_swap}"] if train.speaker_swap else [])]
+    aug = f" + {', '.join(augment)}" if augment else ""
     return f"{train.model}{inputs}{norm}{aug} on {corpora} ({len(ds.labels)} classes)"
 
 

@@ -22,8 +22,10 @@ KERNEL_VECTORS = ("voice", "dvector", "dvector_layers", "dvector_spread", "dvect
 # rest); the same for openSMILE's vectors
 KERNEL_VIEWS = (["voice", "dvector"], ["dvector_layers"], ["dvector_spread"], ["dvector_peak"], ["voice"],
                 ["egemaps_rel", "ge2e"], ["ge2e_layers"], ["egemaps_rel"])
-# a linear layer over fixed kernel features: fit it harder than a deep net, without masks
-KERNEL_TRAINING = {"lr": 0.005, "weight_decay": 0.0, "spec_augment": False, "val_fraction": 0.1}
+# a linear layer over fixed kernel features: fit it harder than a deep net, without masks; one
+# copy of each clip moved onto another speaker's voice (emovox.augment.speaker_swaps)
+KERNEL_TRAINING = {"lr": 0.005, "weight_decay": 0.0, "spec_augment": False, "val_fraction": 0.1,
+                   "speaker_swap": 1}
 
 
 @dataclass(frozen=True)

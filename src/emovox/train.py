@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from emovox import distributed, frontend, models
-from emovox.augment import parse_all
+from emovox.augment import parse_all, speaker_swaps
 from emovox.device import autocast, check, describe, resolve, resolve_precision, to_cpu, to_device
 from emovox.device import of as device_of
 from emovox.errors import ConfigError
@@ -66,6 +66,9 @@ class TrainConfig:
         Waveform augmentations (see :mod:`emovox.augment`), e.g. ``("speed:0.9",
         "speed:1.1")``: each epoch every training utterance is drawn as its original or
         one of these copies.
+    speaker_swap : int
+        Copies of every training utterance moved onto another training speaker's voice in
+        feature space (:func:`emovox.augment.speaker_swaps`), drawn like the waveform copies.
     val_fraction : float
         Share of training speakers held out for early stopping.
     seed : int
@@ -100,6 +103,7 @@ class TrainConfig:
     class_weights: bool = True
     spec_augment: bool = True
     augment: tuple[str, ...] = ()
+    speaker_swap: int = 0
     val_fraction: float = 0.2
     seed: int = 0
     checkpoint_every: int = 0
@@ -115,6 +119,8 @@ class TrainConfig:
             raise ConfigError("epochs, batch_size and lr must be positive")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.schedule!r}", fix="use cosine or constant")
+        if self.speaker_swap < 0:
+            raise ConfigError(f"speaker_swap must be >= 0, not {self.speaker_swap}")
         if self.adapt_prior is not None and self.adapt_prior < 0:
             raise ConfigError(f"adapt_prior must be >= 0, not {self.adapt_prior}")
         parse_all(self.augment)  # a bad spec fails here, before any work
@@ -182,8 +188,8 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, *, masks: int = 2) -> to
 
 def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray, *,
         n_classes: int, n_frames: int, cfg: TrainConfig, groups: np.ndarray | None = None,
-        augmented: Sequence[list[np.ndarray]] = (), checkpoint_dir: str | Path | None = None, progress: bool = True,
-        description: str = "train") -> FitResult:
+        augmented: Sequence[list[np.ndarray]] = (), speakers: Sequence[str] | None = None,
+        checkpoint_dir: str | Path | None = None, progress: bool = True, description: str = "train") -> FitResult:
     """Train one model on ``fit_idx``, early-stopped on validation UA over ``val_idx``.
 
     Parameters
@@ -202,6 +208,8 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
     augmented : sequence of lists of ndarray
         Features of augmented copies of every utterance, one list per augmentation
         (aligned with ``feats``); each training draw picks the original or a copy.
+    speakers : sequence of str, optional
+        Speaker per utterance; needed by ``cfg.speaker_swap``, whose copies join ``augmented``.
     checkpoint_dir : path, optional
         Where ``checkpoint.pt`` is written each epoch; an existing one is resumed.
 
@@ -214,6 +222,10 @@ def fit(feats: list[np.ndarray], y: np.ndarray, fit_idx: np.ndarray, val_idx: np
 
     The returned model is on the training device, in eval mode.
     """
+    if cfg.speaker_swap:
+        if speakers is None:
+            raise ConfigError("speaker_swap needs each utterance's speaker", fix="pass speakers to fit")
+        augmented = [*augmented, *speaker_swaps(feats, y, speakers, fit_idx, copies=cfg.speaker_swap, seed=cfg.seed)]
     dev = distributed.device_for_rank(resolve(cfg.device))
     precision = resolve_precision(cfg.precision, dev)
     random.seed(cfg.seed)
