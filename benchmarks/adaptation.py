@@ -52,7 +52,7 @@ from emovox.normalize import Prior, Stats
 from emovox.predict import MIN_ADAPT_SEGMENTS, score_features
 from emovox.settings import Settings
 from emovox.splits import validation_split
-from emovox.train import fit, for_features
+from emovox.train import fit, for_features, for_inputs
 from emovox.voices import group_voices
 
 CORPORA = ("ravdess", "emodb", "nemo", "ased")
@@ -145,7 +145,8 @@ def main() -> None:
                  "adapted": model_inputs(ds, speaker_norm=True, spread=prior_base.std)}
         nets = {}
         for name, (feats, augmented) in heads.items():
-            nets[name] = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=frames, cfg=cfg,
+            nets[name] = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=frames,
+                             cfg=for_inputs(cfg, speaker_normed=name == "adapted"),
                              groups=ds.groups, augmented=augmented, speakers=ds.speakers, progress=False,
                              description=name).model
         raw = [ds.features[i] for i in test]

@@ -90,3 +90,19 @@ def test_the_onnx_backend_scores_both_heads_like_torch(adaptive_run):
         for a, b in zip(by_torch.predict_signals(clips, stats=stats_), by_onnx.predict_signals(clips, stats=stats_),
                         strict=True):
             np.testing.assert_allclose(list(a["scores"].values()), list(b["scores"].values()), atol=1e-4)
+
+
+def test_only_the_single_clip_head_trains_on_speaker_swaps(tmp_path, monkeypatch):
+    # the adapted head's inputs are centred per speaker, so swapping centres would do nothing there
+    seen, real = {}, experiment.fit
+
+    def spy(*args, cfg, description, **kwargs):
+        seen[description] = cfg.speaker_swap
+        return real(*args, cfg=cfg, description=description, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", spy)
+    settings = Settings(features=FeatureConfig(n_mels=32, clip_s=1.0),
+                        train=TrainConfig(model="cnn_small", epochs=1, batch_size=8, adapt_prior=2.0, speaker_swap=1))
+    experiment.train(make_ravdess(tmp_path / "ravdess"), tmp_path / "run", settings, cache_dir=tmp_path / "cache",
+                     progress=False)
+    assert seen == {"single": 1, "adapted": 0}

@@ -35,7 +35,7 @@ from emovox.predict import score_features
 from emovox.progress import bar
 from emovox.rundir import open_run, run_name, write_json
 from emovox.splits import make_folds, validation_split
-from emovox.train import TrainConfig, fit, for_features
+from emovox.train import TrainConfig, fit, for_features, for_inputs
 
 log = logging.getLogger("emovox")
 ADAPT_CORPUS = "adapted: corpus"  # the test set's statistics pooled (cross_validate(adapt_corpus=True))
@@ -60,7 +60,7 @@ def cross_validate(ds: Dataset, out: str | Path, *, features: FeatureConfig, tra
     were one speaker (no speaker ids).
     """
     out = open_run(out)
-    train = for_features(train, features)
+    train = for_inputs(for_features(train, features), speaker_normed=speaker_norm)
     splits = make_folds(ds.speakers, [str(v) for v in ds.y], folds, seed=train.seed,
                         corpora=[u.corpus for u in ds.utterances])
     independent = all(f.speaker_independent for f in splits)

@@ -31,7 +31,7 @@ from emovox.predict import score_features
 from emovox.rundir import open_run, run_name, source_record, write_config, write_json
 from emovox.settings import Settings
 from emovox.splits import validation_split
-from emovox.train import TrainConfig, fit, for_features
+from emovox.train import TrainConfig, fit, for_features, for_inputs
 
 __all__ = ["cross_validate", "evaluate", "model_spec", "resume", "run_baseline", "train", "train_run"]
 log = logging.getLogger("emovox")
@@ -59,8 +59,9 @@ def train_run(ds: Dataset, out: str | Path, *, features: FeatureConfig, train: T
     for head, normed in heads.items():
         feats, augmented = model_inputs(ds, speaker_norm=normed, spread=prior.std if adaptive else None)
         result = fit(feats, ds.y, fit_idx, val_idx, n_classes=len(ds.labels), n_frames=clip_frames(features),
-                     cfg=train, groups=ds.groups, augmented=augmented, speakers=ds.speakers, progress=progress,
-                     description=head, checkpoint_dir=out / head if adaptive else out)
+                     cfg=for_inputs(train, speaker_normed=normed), groups=ds.groups, augmented=augmented,
+                     speakers=ds.speakers, progress=progress, description=head,
+                     checkpoint_dir=out / head if adaptive else out)
         calibration = calibrate_and_measure(result.model, feats, ds.y, val_idx, val_idx, clip_frames(features))
         probs = score_features(result.model, [feats[i] for i in val_idx], clip_frames(features))
         trained[head] = result.model

@@ -136,6 +136,12 @@ def for_features(train: TrainConfig, features: FeatureConfig) -> TrainConfig:
     return dataclasses.replace(train, model_kwargs={"n_layers": frontend.ssl_layers(features), **train.model_kwargs})
 
 
+def for_inputs(train: TrainConfig, *, speaker_normed: bool) -> TrainConfig:
+    """``train`` for a model whose inputs are ``speaker_normed`` (centred per speaker): without
+    speaker swaps, which would only move utterances between centres that are all zero there."""
+    return dataclasses.replace(train, speaker_swap=0) if speaker_normed else train
+
+
 @dataclass
 class FitResult:
     """A trained model (best validation epoch) and its history."""
