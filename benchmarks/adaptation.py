@@ -5,7 +5,7 @@ Usage::
 
     python benchmarks/adaptation.py [--config configs/bundled.yaml] [--data ../shared/data]
                                     [--priors 0,2,5,10] [--out runs/adaptation.json]
-                                    [--trained-on four|config]
+                                    [--trained-on four|config] [--seed N]
 
 For each corpus held out in turn (4 classes: angry, happy, neutral, sad), two heads are
 trained on the other three with the config's recipe (on those four classes, or with
@@ -37,6 +37,7 @@ real mix would, and never reach the model. UA per held-out corpus, and the mean.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -119,12 +120,14 @@ def main() -> None:
     ap.add_argument("--trained-on", choices=("four", "config"), default="four",
                     help="four: heads trained on the four classes scored; config: on the config's classes (the "
                          "shipped model's five), their predictions kept to the four (Predictor.only)")
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     s = Settings.build(args.config, classes=CLASSES if args.trained_on == "four" else None)
     ds = load_dataset([(c, Path(args.data) / c) for c in CORPORA], features=s.features, classes=s.classes,
                       augment=s.train.augment, cache_dir=DEFAULT_CACHE)
-    cfg, frames = for_features(s.train, s.features), clip_frames(s.features)
+    train = s.train if args.seed is None else dataclasses.replace(s.train, seed=args.seed)
+    cfg, frames = for_features(train, s.features), clip_frames(s.features)
     parts = s.features.utterance
     dvec = vector_slices(parts)["dvector"]
     corpus = np.array([u.corpus for u in ds.utterances])

@@ -168,6 +168,17 @@ def test_speaker_swaps_move_training_utterances_between_training_speakers_centre
     assert all(np.array_equal(u, v) for c1, c2 in zip(copies, again, strict=True) for u, v in zip(c1, c2, strict=True))
 
 
+def test_speakers_unknown_or_of_one_class_neither_move_nor_receive():
+    speakers = np.array(["a", "a", "b", "b", "c", "c", None, None], dtype=object)
+    y = np.array([0, 1, 0, 1, 1, 1, 0, 1])  # c recorded one class only; the last two have no speaker
+    feats = [np.full((2, 3), 10.0 * i, dtype=np.float32) for i in range(8)]
+    for copy in speaker_swaps(feats, y, speakers, np.arange(8), copies=4, seed=0):
+        for i in (4, 5, 6, 7):
+            assert copy[i] is feats[i]
+        for i in (0, 1, 2, 3):  # a's centre is 5, b's 25: a clip stays or moves by +-20
+            assert (copy[i] - feats[i]).max() in (-20.0, 0.0, 20.0)
+
+
 def test_speaker_swap_in_training_needs_speakers():
     rng = np.random.default_rng(0)
     feats = [rng.standard_normal((4, 1)).astype(np.float32) for _ in range(8)]

@@ -156,23 +156,28 @@ def speaker_swaps(feats: list[np.ndarray], y: np.ndarray, speakers, idx: np.ndar
     per-class means of the utterances' frame means, so a speaker who recorded more angry
     clips is not centred on anger. Utterances outside ``idx`` are kept as they are, and
     only ``idx``'s speakers give centres (validation and test speakers stay unseen).
+    Speakers who are unknown (``None``) or have fewer than two classes in ``idx`` neither
+    move nor receive: their centre would be one emotion's (or one clip's) own place.
 
     In leave-one-corpus-out tests one swapped copy lifted the corpora least like the
     others (nEMO, ASED) and every test channel (docs/benchmarks.md).
     """
     idx = np.asarray(idx)
-    speakers = np.asarray(speakers)
+    speakers = np.asarray(speakers, dtype=object)
     means = np.stack([f.mean(axis=1) for f in feats]).astype(np.float64)
-    names = sorted(set(speakers[idx]))
     centre = {}
-    for name in names:
+    for name in sorted({s for s in speakers[idx] if s is not None}):
         own = idx[speakers[idx] == name]
-        centre[name] = np.mean([means[own[y[own] == c]].mean(axis=0) for c in np.unique(y[own])], axis=0)
+        classes = np.unique(y[own])
+        if len(classes) >= 2:
+            centre[name] = np.mean([means[own[y[own] == c]].mean(axis=0) for c in classes], axis=0)
+    names = sorted(centre)
+    movable = np.array([i for i in idx if speakers[i] in centre], dtype=int)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(copies):
         moved = list(feats)
-        for i, target in zip(idx, rng.integers(len(names), size=len(idx)), strict=True):
+        for i, target in zip(movable, rng.integers(max(1, len(names)), size=len(movable)), strict=True):
             shift = centre[names[target]] - centre[speakers[i]]
             moved[i] = (feats[i] + shift[:, None]).astype(feats[i].dtype)
         out.append(moved)
