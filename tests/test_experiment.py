@@ -96,14 +96,14 @@ def _train_cmd(data, out, cache, epochs):
 def test_sigkill_then_resume_gives_the_uninterrupted_weights(ravdess_dir, tmp_path):
     (tmp_path / "t.yaml").write_text("features: {n_mels: 32, clip_s: 1.0}\ntrain: {batch_size: 4, patience: 50}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    epochs = 8
+    epochs = 40  # an epoch of this tiny set can take 40 ms: enough of them that the kill lands mid-run
     subprocess.run(_train_cmd(ravdess_dir, tmp_path / "full", tmp_path / "c", epochs), check=True, env=env)
     victim = subprocess.Popen(_train_cmd(ravdess_dir, tmp_path / "killed", tmp_path / "c", epochs), env=env)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
+    time.sleep(0.05)  # into the next epoch
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert ckpt.exists() and not (tmp_path / "killed" / "model.pt").exists()
@@ -118,14 +118,15 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(ravdess_dir, tmp_pa
 def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_exactly(ravdess_dir, tmp_path):
     (tmp_path / "t.yaml").write_text("features: {n_mels: 32, clip_s: 1.0}\ntrain: {batch_size: 4, patience: 50}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_cmd(ravdess_dir, tmp_path / "full", tmp_path / "c", 6), check=True, env=env)
-    proc = subprocess.Popen(_train_cmd(ravdess_dir, tmp_path / "run", tmp_path / "c", 6), env=env,
+    epochs = 40  # an epoch of this tiny set can take 40 ms: enough of them that the signal lands mid-run
+    subprocess.run(_train_cmd(ravdess_dir, tmp_path / "full", tmp_path / "c", epochs), check=True, env=env)
+    proc = subprocess.Popen(_train_cmd(ravdess_dir, tmp_path / "run", tmp_path / "c", epochs), env=env,
                             stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "run" / "checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline:
         time.sleep(0.02)
-    time.sleep(0.2)  # inside epoch 2
+    time.sleep(0.01)  # inside epoch 2 (the first checkpoint is written as epoch 1 ends)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
